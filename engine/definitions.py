@@ -1,0 +1,201 @@
+"""Published workflow versions: the store, the parse cache, and publishing with migration.
+
+Every published version is kept. Each client row names the version its state belongs to,
+so a new version never strands a client mid-way: publishing maps every state that no
+longer exists and moves those clients, with their pending follow-ups, in one transaction.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import func, update
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from engine.errors import InvalidInput, NotFound
+from engine.models import Client, FollowUp, FollowUpStatus, WorkflowVersion
+from engine.workflow import WorkflowDefinition, load_definition
+
+DEFAULT_NAME = "telemarketing"
+
+
+class DefinitionCache:
+    """Parsed definitions by version id; versions are immutable, so entries never go stale."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[int, WorkflowDefinition] = {}
+
+    async def get(self, session: AsyncSession, version_id: int) -> WorkflowDefinition:
+        defn = self._by_id.get(version_id)
+        if defn is None:
+            row = await session.get(WorkflowVersion, version_id)
+            if row is None:
+                raise NotFound(f"workflow version {version_id} does not exist")
+            defn = self.remember(row)
+        return defn
+
+    def remember(self, row: WorkflowVersion) -> WorkflowDefinition:
+        assert row.id is not None
+        defn = self._by_id.get(row.id)
+        if defn is None:
+            defn = load_definition(row.source)
+            self._by_id[row.id] = defn
+        return defn
+
+
+async def current_version(session: AsyncSession, name: str = DEFAULT_NAME) -> WorkflowVersion:
+    row = (
+        await session.exec(
+            select(WorkflowVersion).where(
+                WorkflowVersion.name == name, col(WorkflowVersion.is_current).is_(True)
+            )
+        )
+    ).first()
+    if row is None:
+        raise NotFound(f"no published version of workflow {name!r}; run 'tierline migrate'")
+    return row
+
+
+async def list_versions(session: AsyncSession, name: str = DEFAULT_NAME) -> list[WorkflowVersion]:
+    rows = await session.exec(
+        select(WorkflowVersion)
+        .where(WorkflowVersion.name == name)
+        .order_by(col(WorkflowVersion.version).desc())
+    )
+    return list(rows)
+
+
+@dataclass
+class PublishReport:
+    name: str
+    version: int | None  # None on a dry run
+    moves: dict[str, int] = field(default_factory=dict)  # "old -> new": clients moved
+    unchanged: int = 0  # clients whose state exists in the new version as it is
+    missing_mappings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "moves": self.moves,
+            "unchanged": self.unchanged,
+            "missing_mappings": self.missing_mappings,
+        }
+
+
+async def publish(
+    session: AsyncSession,
+    cache: DefinitionCache,
+    source: str,
+    *,
+    now: datetime,
+    mapping: dict[str, str] | None = None,
+    actor_id: int | None = None,
+    dry_run: bool = False,
+    note: str = "",
+) -> PublishReport:
+    """Validate ``source``, map clients off vanished states, and make it current.
+
+    Runs inside the caller's transaction: nothing is half-published. A dry run computes
+    the same report and writes nothing.
+    """
+    new = load_definition(source)
+    mapping = dict(mapping or {})
+    for old, target in mapping.items():
+        if target not in new.states:
+            raise InvalidInput(
+                f"mapping {old!r} -> {target!r}: {target!r} is not a state of the new definition",
+                field="mapping",
+            )
+        if new.states[target].final:
+            raise InvalidInput(f"mapping {old!r} -> {target!r}: cannot map onto a final state")
+
+    counts = Counter(
+        {
+            state: n
+            for state, n in (
+                await session.exec(
+                    select(Client.state, func.count())  # type: ignore[arg-type]
+                    .where(_of_workflow(new.name))
+                    .group_by(Client.state)
+                )
+            ).all()
+        }
+    )
+    report = PublishReport(name=new.name, version=None)
+    for state, n in sorted(counts.items()):
+        if state in new.states and state not in mapping:
+            report.unchanged += n
+        elif state in mapping:
+            report.moves[f"{state} -> {mapping[state]}"] = n
+        else:
+            report.missing_mappings.append(state)
+    if report.missing_mappings:
+        raise InvalidInput(
+            "clients are in states the new version does not have; map each to a new state: "
+            + ", ".join(f"{s} ({counts[s]} clients)" for s in report.missing_mappings),
+            field="mapping",
+            missing=report.missing_mappings,
+        )
+    if dry_run:
+        return report
+
+    prev = (
+        await session.exec(
+            select(func.max(WorkflowVersion.version)).where(WorkflowVersion.name == new.name)
+        )
+    ).one()
+    await session.exec(
+        update(WorkflowVersion)  # type: ignore[call-overload]
+        .where(col(WorkflowVersion.name) == new.name)
+        .values(is_current=False)
+    )
+    row = WorkflowVersion(
+        name=new.name,
+        version=(prev or 0) + 1,
+        source=source,
+        digest=new.digest,
+        is_current=True,
+        published_at=now,
+        published_by=actor_id,
+        note=note,
+    )
+    session.add(row)
+    await session.flush()
+    assert row.id is not None
+    cache.remember(row)
+    for old, target in mapping.items():
+        tier = new.tier_of(target)
+        rule = new.states[target].follow_up
+        assert rule is not None  # validation guarantees a rule on every non-final state
+        moved = select(Client.id).where(col(Client.state) == old, _of_workflow(new.name))
+        # Pending follow-ups move with their clients: the due time stands, the rule's
+        # kind and automatic event become the new state's.
+        await session.exec(
+            update(FollowUp)  # type: ignore[call-overload]
+            .where(
+                col(FollowUp.client_id).in_(moved),
+                col(FollowUp.status) == FollowUpStatus.PENDING,
+            )
+            .values(state=target, tier=tier, kind=rule.kind, auto_event=rule.auto_event)
+        )
+        await session.exec(
+            update(Client)  # type: ignore[call-overload]
+            .where(col(Client.state) == old, _of_workflow(new.name))
+            .values(state=target, tier=tier, attempts=0, revision=Client.revision + 1)
+        )
+    await session.exec(
+        update(Client)  # type: ignore[call-overload]
+        .where(_of_workflow(new.name))
+        .values(workflow_version_id=row.id)
+    )
+    report.version = row.version
+    return report
+
+
+def _of_workflow(name: str):  # type: ignore[no-untyped-def]
+    versions = select(WorkflowVersion.id).where(WorkflowVersion.name == name)
+    return col(Client.workflow_version_id).in_(versions)

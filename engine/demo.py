@@ -1,0 +1,192 @@
+"""A demo department: staff on every tier and a few hundred clients mid-way.
+
+Made once into an empty database by ``tierline serve --demo``, so a newcomer sees a
+working department at once: queues with calls due today, a dashboard with figures.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import func, update
+from sqlmodel import col, select
+
+from engine.clients import NewClient, create_client
+from engine.definitions import current_version
+from engine.models import Client, FollowUp, FollowUpStatus, User
+from engine.runtime import EventRequest
+from engine.service import Tierline
+from engine.users import NewUser, create_user
+
+STAFF = [
+    ("admin", "admin", None, None, "Anna Admin"),
+    ("supervisor", "supervisor", None, None, "Sergei Supervisor"),
+    ("cold1", "operator", "cold", "101", "Olga Coldova"),
+    ("cold2", "operator", "cold", "102", "Pavel Kholodov"),
+    ("sales1", "operator", "sales", "201", "Maria Prodazhina"),
+    ("sales2", "operator", "sales", "202", "Ivan Sdelkin"),
+    ("key1", "operator", "key_account", "301", "Elena Klyuchnikova"),
+    ("support1", "operator", "support", "401", "Dmitry Pomoshchnikov"),
+]
+FIRST = [
+    "Alexei",
+    "Boris",
+    "Vera",
+    "Galina",
+    "Denis",
+    "Yulia",
+    "Kirill",
+    "Larisa",
+    "Mikhail",
+    "Nina",
+    "Oleg",
+    "Polina",
+    "Roman",
+    "Svetlana",
+    "Timur",
+    "Ulyana",
+    "Fedor",
+    "Zoya",
+]
+LAST = [
+    "Ivanov",
+    "Petrova",
+    "Sidorov",
+    "Kuznetsova",
+    "Smirnov",
+    "Popova",
+    "Volkov",
+    "Lebedeva",
+    "Kozlov",
+    "Novikova",
+    "Morozov",
+    "Sokolova",
+    "Pavlov",
+    "Egorova",
+    "Orlov",
+    "Belova",
+]
+COMPANY = [
+    "Vector",
+    "Orbita",
+    "Sever",
+    "Granit",
+    "Rassvet",
+    "Yug-Trade",
+    "Altai Agro",
+    "Baltika Print",
+    "Ural Steel Service",
+    "Volga Logistics",
+    "Taiga IT",
+    "Kama Foods",
+]
+# Where the demo's clients sit, and how many of each.
+SPREAD = {
+    "new": 80,
+    "no_answer": 40,
+    "call_back_later": 30,
+    "not_interested": 10,
+    "presentation": 35,
+    "objections": 20,
+    "invoice_sent": 25,
+    "satisfaction_check": 20,
+    "upsell": 12,
+    "loyalty": 15,
+    "case_open": 13,
+}
+# Every Russian mobile range here maps to Moscow time; the few foreign clients show zones.
+FOREIGN = ["+44 20 7946 {:04d}", "+1 212 555 {:04d}", "+49 30 901820{:02d}"]
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    created: bool
+    password: str
+    clients: int
+
+
+async def seed_demo(
+    tl: Tierline, password: str, *, seed: int = 7, spread: dict | None = None
+) -> DemoResult:
+    """Fill an empty database; a database that already has users is left alone."""
+    rng = random.Random(seed)
+    async with tl.db.session() as session:
+        if (await session.exec(select(func.count()).select_from(User))).one():
+            return DemoResult(created=False, password=password, clients=0)
+    now = tl.clock.now()
+    async with tl.db.transaction() as session:
+        tiers = tl.cache.remember(await current_version(session)).tiers
+        staff: dict[str, User] = {}
+        for username, role, tier, ext, name in STAFF:
+            staff[username] = await create_user(
+                session,
+                NewUser(username, password, role, tier, ext, name),
+                tiers=tiers,
+                now=now,
+            )
+        owners = {t: [u for u in staff.values() if u.tier == t] for t in tiers}
+        count = 0
+        for state, n in (spread or SPREAD).items():
+            for _ in range(n):
+                count += 1
+                phone = (
+                    rng.choice(FOREIGN).format(rng.randrange(100))
+                    if rng.random() < 0.05
+                    else f"+7 9{rng.randrange(10, 99)} {rng.randrange(100, 999)}-"
+                    f"{rng.randrange(10, 99)}-{rng.randrange(10, 99)}"
+                )
+                tier_of = tl.cache.remember(await current_version(session)).tier_of(state)
+                owner = rng.choice(owners[tier_of]) if owners.get(tier_of) else None
+                await create_client(
+                    session,
+                    tl.runtime,
+                    NewClient(
+                        name=f"{rng.choice(FIRST)} {rng.choice(LAST)}",
+                        phones=[phone],
+                        company=f"{rng.choice(COMPANY)} LLC",
+                        email=f"client{count}@example.com" if rng.random() < 0.7 else None,
+                        segment_class=rng.choice(["regular"] * 6 + ["important"] * 3 + ["key"]),
+                        custom={"industry": rng.choice(["retail", "manufacturing", "it"])},
+                        source="demo",
+                        owner_id=owner.id if owner else None,
+                    ),
+                    region=tl.settings.default_region,
+                    now=now,
+                    state=state,
+                )
+        # A working morning: a third of the calls are due already, some overdue.
+        pending = (
+            await session.exec(
+                select(FollowUp.id).where(
+                    col(FollowUp.status) == FollowUpStatus.PENDING,
+                    col(FollowUp.auto_event).is_(None),
+                )
+            )
+        ).all()
+        for fid in rng.sample(list(pending), k=len(pending) // 3):
+            await session.exec(
+                update(FollowUp)  # type: ignore[call-overload]
+                .where(col(FollowUp.id) == fid)
+                .values(due_at=now - timedelta(minutes=rng.randrange(1, 300)))
+            )
+    await _demo_day(tl, staff, rng)
+    return DemoResult(created=True, password=password, clients=count)
+
+
+async def _demo_day(tl: Tierline, staff: dict[str, User], rng: random.Random) -> None:
+    """Some outcomes already recorded today, so the dashboard is not empty."""
+    moves = [
+        ("presentation", "send_invoice", "sales1"),
+        ("invoice_sent", "payment_received", "sales2"),
+        ("objections", "send_invoice", "sales2"),
+    ]
+    async with tl.db.session() as session:
+        for state, event, who in moves:
+            ids = (await session.exec(select(Client.id).where(Client.state == state))).all()
+            for cid in rng.sample(list(ids), k=min(3, len(ids))):
+                try:
+                    await tl.apply(EventRequest(client_id=cid, event=event, actor=staff[who]))
+                except Exception:  # a guard may refuse (no e-mail): the demo does without
+                    continue

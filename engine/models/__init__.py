@@ -1,0 +1,27 @@
+"""The data model. Importing this package registers every table on SQLModel.metadata."""
+
+from engine.models.audit import AppSetting, AuditEntry, KpiEvent
+from engine.models.calls import LONG_CALL_SECONDS, Call, CallEventRecord
+from engine.models.clients import Client, ClientNote, ClientPhone, SegmentClass
+from engine.models.followups import FollowUp, FollowUpStatus
+from engine.models.users import Role, User
+from engine.models.workflow import TransitionRecord, WorkflowVersion
+
+__all__ = [
+    "LONG_CALL_SECONDS",
+    "AppSetting",
+    "AuditEntry",
+    "Call",
+    "CallEventRecord",
+    "Client",
+    "ClientNote",
+    "ClientPhone",
+    "FollowUp",
+    "FollowUpStatus",
+    "KpiEvent",
+    "Role",
+    "SegmentClass",
+    "TransitionRecord",
+    "User",
+    "WorkflowVersion",
+]

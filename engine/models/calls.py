@@ -1,0 +1,52 @@
+"""Calls and the raw PBX events that built them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from engine.models._columns import json_dict, utc
+
+LONG_CALL_SECONDS = 600
+
+
+class Call(SQLModel, table=True):
+    __tablename__ = "calls"
+    __table_args__ = (UniqueConstraint("pbx_call_id", "extension"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    pbx_call_id: str = Field(max_length=64, index=True)
+    direction: str = Field(max_length=16)
+    extension: str = Field(max_length=32, index=True)
+    operator_id: int | None = Field(default=None, foreign_key="users.id", index=True)
+    client_id: int | None = Field(default=None, foreign_key="clients.id", index=True)
+    number: str = Field(max_length=64)  # the customer's number as normalised (or raw)
+    status: str = Field(default="ringing", max_length=16)  # ringing, answered, ended
+    started_at: datetime = utc(index=True)
+    answered_at: datetime | None = utc(nullable=True)
+    ended_at: datetime | None = utc(nullable=True)
+    duration_s: int | None = None  # talk time, answer to hangup
+    long_call: bool = False
+    outcome: str | None = Field(default=None, max_length=64)
+    checklist: dict = json_dict()
+    notes: str = Field(default="", max_length=4000)
+    override_reason: str | None = Field(default=None, max_length=500)
+
+
+class CallEventRecord(SQLModel, table=True):
+    """Every PBX event once: the unique key makes a repeated webhook delivery a no-op."""
+
+    __tablename__ = "call_events"
+    __table_args__ = (UniqueConstraint("pbx_call_id", "event", "extension"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    pbx_call_id: str = Field(max_length=64)
+    event: str = Field(max_length=16)
+    extension: str = Field(max_length=32)
+    direction: str = Field(max_length=16)
+    from_number: str = Field(max_length=64)
+    to_number: str = Field(max_length=64)
+    at: datetime | None = utc(nullable=True)
+    received_at: datetime = utc()

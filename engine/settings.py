@@ -1,0 +1,90 @@
+"""The one settings object, loaded once at start-up and passed down.
+
+Sources, strongest first: keyword arguments (tests, CLI flags), ``TIERLINE_*``
+environment variables, the TOML file named by ``TIERLINE_CONFIG`` (or ``config_file``),
+then the defaults below. Secrets only ever come from the environment or that file.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import date, time
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TIERLINE_", extra="forbid")
+
+    data_dir: Path = Path("tierline-data")
+    database_url: str = ""  # empty: a SQLite file in data_dir
+    redis_url: str | None = None
+    session_secret: SecretStr | None = None  # cookie signing key; generated into data_dir if unset
+    pbx_secret: SecretStr | None = None  # HMAC key of POST /cti/events
+    default_region: str = "RU"
+    timezone: str = "Europe/Moscow"  # the department's own zone: slices, business days
+
+    # Calling windows, in each client's own time zone.
+    calling_window: str = "09:00-20:00"
+    workdays: str = "mon-fri"
+    holidays: list[date] = Field(default_factory=list)
+    slice_times: list[time] = Field(default_factory=lambda: [time(11), time(14), time(17)])
+
+    # Follow-up dispatch.
+    followup_batch: int = 500
+    escalation_sweep_seconds: int = 60
+
+    # Asterisk AMI: on when a host is set.
+    ami_host: str | None = None
+    ami_port: int = 5038
+    ami_username: str = "tierline"
+    ami_secret: SecretStr | None = None
+    ami_channel_tech: str = "PJSIP"
+    ami_context: str = "from-internal"
+
+    # Sign-in throttling.
+    login_max_failures: int = 5
+    login_lockout_seconds: int = 300
+
+    @field_validator("default_region")
+    @classmethod
+    def _region_upper(cls, v: str) -> str:
+        return v.upper()
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'tierline.db').resolve()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.effective_database_url.startswith("sqlite")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_file = os.environ.get("TIERLINE_CONFIG")
+        if toml_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read configuration once; a wrong value stops start-up with the field named."""
+    return Settings(**overrides)

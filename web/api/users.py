@@ -1,0 +1,96 @@
+"""Staff by API: integrators sync users from an HR system (admin session)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from sqlmodel import select
+
+from engine.definitions import current_version
+from engine.errors import InvalidInput, NotFound
+from engine.models import AuditEntry, Role, User
+from engine.users import NewUser, create_user, public_user
+from web.api.session import read_json
+from web.keys import TIERLINE
+from web.middleware import current_user
+
+routes = web.RouteTableDef()
+
+
+@routes.post("/api/users")
+async def add_user(request: web.Request) -> web.Response:
+    admin = current_user(request, Role.ADMIN)
+    body = await read_json(request)
+    fields = {}
+    for name in ("username", "password", "role", "tier", "extension", "display_name"):
+        value = body.get(name)
+        if value is not None and not isinstance(value, str):
+            raise InvalidInput(f"{name} must be a string", field=name)
+        fields[name] = value
+    for name in ("username", "password", "role"):
+        if not fields[name]:
+            raise InvalidInput(f"{name} is required", field=name)
+    tl = request.app[TIERLINE]
+    async with tl.db.transaction() as db:
+        tiers = tl.cache.remember(await current_version(db)).tiers
+        user = await create_user(
+            db,
+            NewUser(
+                username=fields["username"],  # type: ignore[arg-type]
+                password=fields["password"],  # type: ignore[arg-type]
+                role=fields["role"],  # type: ignore[arg-type]
+                tier=fields["tier"],
+                extension=fields["extension"],
+                display_name=fields["display_name"] or "",
+            ),
+            tiers=tiers,
+            now=tl.clock.now(),
+        )
+        db.add(
+            AuditEntry(
+                at=tl.clock.now(),
+                actor_id=admin.id,
+                action="user.create",
+                target=f"user:{user.username}",
+                detail={"role": user.role, "tier": user.tier},
+            )
+        )
+    return web.json_response(public_user(user), status=201)
+
+
+@routes.get("/api/users")
+async def list_users(request: web.Request) -> web.Response:
+    current_user(request, Role.ADMIN, Role.SUPERVISOR)
+    async with request.app[TIERLINE].db.session() as db:
+        users = await db.exec(select(User).order_by(User.id))
+        return web.json_response({"users": [public_user(u) for u in users]})
+
+
+@routes.patch("/api/users/{user_id:\\d+}")
+async def update_user(request: web.Request) -> web.Response:
+    admin = current_user(request, Role.ADMIN)
+    body = await read_json(request)
+    tl = request.app[TIERLINE]
+    async with tl.db.transaction() as db:
+        user = await db.get(User, int(request.match_info["user_id"]))
+        if user is None:
+            raise NotFound("no such user")
+        if "active" in body:
+            if not isinstance(body["active"], bool):
+                raise InvalidInput("active must be true or false", field="active")
+            if user.id == admin.id and not body["active"]:
+                raise InvalidInput("you cannot deactivate yourself", field="active")
+            user.active = body["active"]
+        for name in ("tier", "extension", "display_name"):
+            if name in body:
+                setattr(user, name, body[name] or None if name != "display_name" else body[name])
+        db.add(user)
+        db.add(
+            AuditEntry(
+                at=tl.clock.now(),
+                actor_id=admin.id,
+                action="user.update",
+                target=f"user:{user.username}",
+                detail={k: body[k] for k in body if k != "password"},
+            )
+        )
+    return web.json_response(public_user(user))

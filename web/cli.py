@@ -1,0 +1,110 @@
+"""The ``tierline`` command: serve, migrate, users, workflows, follow-up checks, simulation."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from engine.errors import TierlineError
+from engine.settings import Settings, load_settings
+
+log = logging.getLogger("tierline")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=os.environ.get("TIERLINE_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        settings = load_settings()
+    except ValidationError as exc:
+        print(f"tierline: bad configuration:\n{exc}", file=sys.stderr)
+        return 2
+    try:
+        return args.run(settings, args)
+    except TierlineError as exc:
+        print(f"tierline: {exc.message}", file=sys.stderr)
+        for problem in exc.details.get("problems", []):  # type: ignore[union-attr]
+            print(f"  line {problem['line']}: {problem['message']}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    from web import cli_commands as c
+
+    p = argparse.ArgumentParser(prog="tierline", description=__doc__)
+    sub = p.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the server")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--demo", action="store_true", help="seed a demo department if empty")
+    serve.set_defaults(run=c.serve)
+
+    sub.add_parser("migrate", help="bring the database schema up to date").set_defaults(
+        run=c.migrate
+    )
+
+    user = sub.add_parser("user", help="staff accounts").add_subparsers(required=True)
+    add = user.add_parser("add", help="create a user")
+    add.add_argument("username")
+    add.add_argument("--role", required=True, choices=["operator", "supervisor", "admin"])
+    add.add_argument("--tier")
+    add.add_argument("--extension")
+    add.add_argument("--name", default="")
+    add.add_argument("--password-stdin", action="store_true")
+    add.set_defaults(run=c.user_add)
+
+    wf = sub.add_parser("workflow", help="workflow definitions").add_subparsers(required=True)
+    validate = wf.add_parser("validate", help="check a definition file")
+    validate.add_argument("file", type=Path)
+    validate.set_defaults(run=c.workflow_validate)
+    publish = wf.add_parser("publish", help="publish a definition file as the new version")
+    publish.add_argument("file", type=Path)
+    publish.add_argument("--map", action="append", default=[], metavar="OLD=NEW")
+    publish.add_argument("--dry-run", action="store_true")
+    publish.set_defaults(run=c.workflow_publish)
+
+    fu = sub.add_parser("followups", help="follow-up queue").add_subparsers(required=True)
+    fu.add_parser("check", help="report clients breaking the invariant").set_defaults(
+        run=c.followups_check
+    )
+
+    sim = sub.add_parser("simulate", help="send PBX events").add_subparsers(required=True)
+    call = sim.add_parser("call", help="simulate an inbound call through the webhook")
+    call.add_argument("--from", dest="from_number", required=True)
+    call.add_argument("--to-extension", required=True)
+    call.add_argument("--url", default="http://127.0.0.1:8080")
+    call.add_argument("--answer-after", type=float, default=2.0)
+    call.add_argument("--hangup-after", type=float, default=10.0)
+    call.set_defaults(run=c.simulate_call)
+    return p
+
+
+def run_async(fn: Callable[[], Awaitable[int]]) -> int:
+    return asyncio.run(fn())
+
+
+def read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    first = getpass.getpass("Password: ")
+    if getpass.getpass("Again: ") != first:
+        raise SystemExit("tierline: the passwords differ")
+    return first
+
+
+__all__ = ["Settings", "main", "read_password", "run_async"]

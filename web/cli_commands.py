@@ -1,0 +1,196 @@
+"""What each ``tierline`` subcommand does."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from engine.definitions import publish
+from engine.errors import InvalidInput
+from engine.service import Tierline
+from engine.settings import Settings
+from engine.users import NewUser, create_user
+from engine.workflow import load_definition
+from web.cli import read_password, run_async
+
+
+def serve(settings: Settings, args: argparse.Namespace) -> int:
+    from cti_adapter.fake import FakePbx
+    from web.app import create_app
+    from web.secrets_store import persistent_secret
+
+    if args.demo and settings.pbx_secret is None:
+        # The demo's simulator must be able to sign its events; keep the key with the data.
+        settings = settings.model_copy(
+            update={"pbx_secret": persistent_secret(settings.data_dir, "pbx.key")}
+        )
+    tl = Tierline.build(settings)
+
+    async def prepare() -> web.Application:
+        await tl.start(timers=False)
+        if args.demo:
+            from engine.demo import seed_demo
+
+            password = os.environ.get("TIERLINE_DEMO_PASSWORD") or secrets.token_urlsafe(9)
+            result = await seed_demo(tl, password)
+            if result.created:
+                (settings.data_dir / "demo-password.txt").write_text(password + "\n")
+                print(
+                    f"Demo department created: {result.clients} clients. Sign in as admin, "
+                    f"supervisor, cold1, sales1, key1 or support1 with password: {password}\n"
+                    f"(kept in {settings.data_dir / 'demo-password.txt'})",
+                    flush=True,
+                )
+            else:
+                print(
+                    f"Demo data already present; the password is in "
+                    f"{settings.data_dir / 'demo-password.txt'}",
+                    flush=True,
+                )
+        await tl.stop()
+        return create_app(Tierline.build(settings), pbx=FakePbx())
+
+    app = asyncio_run(prepare())
+    print(f"Tierline on http://{args.host}:{args.port}/", flush=True)
+    web.run_app(app, host=args.host, port=args.port, print=None)
+    return 0
+
+
+def asyncio_run(coro):  # type: ignore[no-untyped-def]
+    import asyncio
+
+    return asyncio.run(coro)
+
+
+def migrate(settings: Settings, args: argparse.Namespace) -> int:
+    async def go() -> int:
+        tl = Tierline.build(settings)
+        await tl.start(timers=False)
+        print(f"database at {tl.db.safe_url} is up to date")
+        await tl.stop()
+        return 0
+
+    return run_async(go)
+
+
+def user_add(settings: Settings, args: argparse.Namespace) -> int:
+    password = read_password(args.password_stdin)
+
+    async def go() -> int:
+        from engine.definitions import current_version
+
+        tl = Tierline.build(settings)
+        await tl.start(timers=False)
+        try:
+            async with tl.db.transaction() as session:
+                tiers = tl.cache.remember(await current_version(session)).tiers
+                user = await create_user(
+                    session,
+                    NewUser(
+                        args.username, password, args.role, args.tier, args.extension, args.name
+                    ),
+                    tiers=tiers,
+                    now=tl.clock.now(),
+                )
+            print(f"created {user.role} {user.username} (id {user.id})")
+        finally:
+            await tl.stop()
+        return 0
+
+    return run_async(go)
+
+
+def workflow_validate(settings: Settings, args: argparse.Namespace) -> int:
+    defn = load_definition(_read(args.file))
+    print(
+        f"{args.file}: valid — workflow {defn.name!r}, {len(defn.states)} states, "
+        f"{len(defn.transitions)} transitions, tiers {', '.join(defn.tiers)}"
+    )
+    return 0
+
+
+def workflow_publish(settings: Settings, args: argparse.Namespace) -> int:
+    mapping = {}
+    for item in args.map:
+        old, sep, new = item.partition("=")
+        if not sep or not old or not new:
+            raise InvalidInput(f"--map takes OLD=NEW, got {item!r}")
+        mapping[old] = new
+    source = _read(args.file)
+
+    async def go() -> int:
+        tl = Tierline.build(settings)
+        await tl.start(timers=False)
+        try:
+            async with tl.db.transaction() as session:
+                report = await publish(
+                    session,
+                    tl.cache,
+                    source,
+                    now=tl.clock.now(),
+                    mapping=mapping,
+                    dry_run=args.dry_run,
+                )
+        finally:
+            await tl.stop()
+        head = "dry run" if args.dry_run else f"published {report.name} version {report.version}"
+        print(f"{head}: {report.unchanged} clients stay in their states")
+        for move, n in report.moves.items():
+            print(f"  {move}: {n} clients")
+        return 0
+
+    return run_async(go)
+
+
+def followups_check(settings: Settings, args: argparse.Namespace) -> int:
+    async def go() -> int:
+        tl = Tierline.build(settings)
+        await tl.start(timers=False)
+        try:
+            problems = await tl.check_followups()
+        finally:
+            await tl.stop()
+        for p in problems:
+            print(p)
+        print(f"{len(problems)} clients break the follow-up invariant")
+        return 1 if problems else 0
+
+    return run_async(go)
+
+
+def simulate_call(settings: Settings, args: argparse.Namespace) -> int:
+    from cti_adapter.simulate import simulate_call as simulate
+    from web.secrets_store import persistent_secret
+
+    secret = (
+        settings.pbx_secret.get_secret_value()
+        if settings.pbx_secret
+        else persistent_secret(settings.data_dir, "pbx.key")
+    )
+
+    async def go() -> int:
+        call_id = await simulate(
+            args.url,
+            secret,
+            args.from_number,
+            args.to_extension,
+            answer_after=args.answer_after,
+            hangup_after=args.hangup_after,
+        )
+        print(f"simulated call {call_id} from {args.from_number} to extension {args.to_extension}")
+        return 0
+
+    return run_async(go)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        print(f"tierline: cannot read {path}: {exc.strerror}", file=sys.stderr)
+        raise SystemExit(1) from exc

@@ -1,0 +1,83 @@
+"""Request middlewares: errors as JSON, and who is asking."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from engine.errors import PermissionDenied, TierlineError
+from engine.models import Role, User
+from web.keys import SESSIONS, TIERLINE
+from web.sessions import COOKIE, CSRF_HEADER, Session
+
+log = logging.getLogger("tierline.web")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
+# Endpoints that authenticate by other means (the PBX's signature, the sign-in itself).
+NO_CSRF = {"/cti/events", "/api/session", "/login"}
+
+
+@web.middleware
+async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except TierlineError as exc:
+        if exc.status >= 500:
+            log.warning("%s %s: %s", request.method, request.path, exc.message)
+        return web.json_response(exc.to_json(), status=exc.status)
+
+
+@web.middleware
+async def identify(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Attach ``request["user"]`` and ``request["session"]`` (or None) from the cookie.
+
+    A browser (it sends Origin or Sec-Fetch-Site) must also send the session's CSRF token
+    on every state-changing request; scripts that sign in by API send no Origin and rely
+    on the cookie alone, which SameSite already keeps away from other sites.
+    """
+    session = request.app[SESSIONS].read(request.cookies.get(COOKIE))
+    user: User | None = None
+    if session is not None:
+        async with request.app[TIERLINE].db.session() as db:
+            user = await db.get(User, session.user_id)
+        if user is None or not user.active:
+            user, session = None, None
+    request["user"] = user
+    request["session"] = session
+    if (
+        request.method in UNSAFE
+        and session is not None
+        and request.path not in NO_CSRF
+        and _from_browser(request)
+        and request.headers.get(CSRF_HEADER) != session.csrf
+    ):
+        raise PermissionDenied("missing or wrong CSRF token; reload the page", header=CSRF_HEADER)
+    return await handler(request)
+
+
+def _from_browser(request: web.Request) -> bool:
+    return "Origin" in request.headers or "Sec-Fetch-Site" in request.headers
+
+
+class NotSignedIn(TierlineError):
+    status = 401
+
+
+def current_user(request: web.Request, *roles: Role) -> User:
+    """The signed-in user, who must hold one of ``roles`` (any role when none are given)."""
+    user: User | None = request.get("user")
+    if user is None:
+        raise NotSignedIn("sign in first", sign_in="/api/session")
+    if roles and user.role not in roles:
+        raise PermissionDenied(
+            "this needs the role " + " or ".join(r.value for r in roles),
+            required=[r.value for r in roles],
+        )
+    return user
+
+
+def current_session(request: web.Request) -> Session | None:
+    return request.get("session")
