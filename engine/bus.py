@@ -138,6 +138,7 @@ class RedisBus(_Handlers):
         self._timeout = timeout
         self._redis: redis.Redis | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._subscription: _Subscription | None = None
         self._live = asyncio.Event()  # set while the reader is subscribed
 
     def _client(self, **options: Any) -> redis.Redis:
@@ -161,16 +162,14 @@ class RedisBus(_Handlers):
             return
         self._redis = self._client(socket_timeout=self._timeout)
         try:
-            subscription = await self._subscribe()  # fail loudly at boot on a wrong URL
+            await self._subscribe()  # fail loudly at boot on a wrong URL
         except BaseException:
             await self._redis.aclose()
             self._redis = None
             raise
-        self._reader = asyncio.create_task(
-            self._read(subscription), name=f"redis-bus:{self.prefix}"
-        )
+        self._reader = asyncio.create_task(self._read(), name=f"redis-bus:{self.prefix}")
 
-    async def _subscribe(self) -> _Subscription:
+    async def _subscribe(self) -> PubSub:
         # A connection of its own, without a read timeout: it waits for messages for hours.
         client = self._client(socket_timeout=None, health_check_interval=30)
         pubsub = client.pubsub()
@@ -189,37 +188,44 @@ class RedisBus(_Handlers):
         except BaseException:
             await _dispose((client, pubsub))
             raise
+        # Kept on self, not in the reader's frame: close() may cancel the reader before it
+        # ever ran, and must still close this connection.
+        self._subscription = (client, pubsub)
         self._live.set()
-        return client, pubsub
+        return pubsub
 
-    async def _read(self, subscription: _Subscription | None) -> None:
+    async def _unsubscribe(self) -> None:
+        self._live.clear()
+        if self._subscription is not None:
+            subscription, self._subscription = self._subscription, None
+            await _dispose(subscription)
+
+    async def _read(self) -> None:
         delay = self._reconnect_delay
-        try:
-            while True:
-                try:
-                    if subscription is None:
-                        subscription = await self._subscribe()
-                        log.warning("redis bus reconnected to %s", self._safe_url)
-                    delay = self._reconnect_delay
-                    pubsub = subscription[1]
-                    while True:
-                        raw = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
-                        if raw is not None:
-                            self._deliver(raw)
-                except (RedisError, OSError, Unavailable) as exc:
-                    self._live.clear()
-                    if subscription is not None:
-                        await _dispose(subscription)
-                        subscription = None
-                    log.warning(
-                        "redis bus lost %s (%s); retrying in %.2fs", self._safe_url, exc, delay
-                    )
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, self._max_reconnect_delay)
-        finally:
-            self._live.clear()
-            if subscription is not None:
-                await _dispose(subscription)
+        while True:
+            try:
+                if self._subscription is None:
+                    pubsub = await self._subscribe()
+                    log.warning("redis bus reconnected to %s", self._safe_url)
+                else:
+                    pubsub = self._subscription[1]
+                delay = self._reconnect_delay
+                while True:
+                    raw = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+                    if raw is not None:
+                        self._deliver(raw)
+            except Exception as exc:
+                # Anything but cancellation: a reader that died quietly would leave this node
+                # deaf while publish still succeeded.
+                expected = isinstance(exc, RedisError | OSError | Unavailable)
+                await self._unsubscribe()
+                log.log(
+                    logging.WARNING if expected else logging.ERROR,
+                    "redis bus lost %s (%s); retrying in %.2fs",
+                    self._safe_url, exc, delay, exc_info=not expected,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._max_reconnect_delay)
 
     def _deliver(self, raw: dict[str, Any]) -> None:
         if raw.get("type") != "pmessage":
@@ -253,6 +259,7 @@ class RedisBus(_Handlers):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
             self._reader = None
+        await self._unsubscribe()
         if self._redis is not None:
             await self._redis.aclose()
             self._redis = None

@@ -18,7 +18,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from engine.calendar import CallingPolicy
 from engine.clock import Clock
 from engine.definitions import DefinitionCache
-from engine.errors import Conflict, InvalidInput, NotFound
+from engine.errors import Conflict, InvalidInput, NotFound, TierlineError
 from engine.followups.planner import PlanInput, plan
 from engine.models import (
     Client,
@@ -80,6 +80,22 @@ class Runtime:
     async def apply(self, req: EventRequest) -> Applied:
         async with self.db.transaction() as session:
             return await self.apply_in(session, req)
+
+    async def apply_many(self, reqs: list[EventRequest]) -> list[Applied | TierlineError]:
+        """Group commit: many events, one commit; each event still all-or-nothing.
+
+        Every event runs in its own savepoint, so a refused one leaves no trace and does
+        not stop the others. Nothing is reported applied before the single commit returns.
+        """
+        results: list[Applied | TierlineError] = []
+        async with self.db.transaction() as session:
+            for req in reqs:
+                try:
+                    async with session.begin_nested():
+                        results.append(await self.apply_in(session, req))
+                except TierlineError as exc:
+                    results.append(exc)
+        return results
 
     async def apply_in(self, session: AsyncSession, req: EventRequest) -> Applied:
         """Apply within the caller's transaction (the dispatcher claims and applies together)."""

@@ -154,3 +154,25 @@ async def tl(settings: Settings, db: Database, clock: FakeClock) -> AsyncIterato
     yield service
     await service.timer.stop()
     await service.bus.close()
+
+
+@pytest.fixture
+def fake_pbx():
+    from cti_adapter.fake import FakePbx
+
+    return FakePbx()
+
+
+@pytest.fixture
+async def web_client(aiohttp_client, tl: Tierline, fake_pbx):  # type: ignore[no-untyped-def]
+    """A real HTTP client against the app on a real socket; the engine is ``tl``."""
+    from web.app import create_app
+
+    return await aiohttp_client(create_app(tl, pbx=fake_pbx, start_engine=False))
+
+
+async def sign_in(client, username: str, password: str = "correct horse battery") -> str:  # type: ignore[no-untyped-def]
+    """Sign in through the public contract; returns the CSRF token."""
+    resp = await client.post("/api/session", json={"username": username, "password": password})
+    assert resp.status == 200, await resp.text()
+    return (await resp.json())["csrf_token"]

@@ -9,7 +9,8 @@ from aiohttp import web
 
 from cti_adapter.port import PbxConnector
 from engine.service import Tierline
-from web.api import health, session, users
+from web import pages, ws
+from web.api import calls, clients, cti, health, queue, session, users, workflows
 from web.keys import PBX, SESSIONS, THROTTLE, TIERLINE
 from web.middleware import errors_as_json, identify
 from web.secrets_store import persistent_secret
@@ -35,10 +36,12 @@ def create_app(
     app[THROTTLE] = SignInThrottle(settings.login_max_failures, settings.login_lockout_seconds)
     if pbx is not None:
         app[PBX] = pbx
-    for module in (health, session, users):
-        app.add_routes(module.routes)
     if start_engine:
         app.cleanup_ctx.append(_engine_lifecycle)
+    # Each module adds its routes and whatever background work it needs (after the engine
+    # starts, before it stops: cleanup_ctx runs in order and unwinds in reverse).
+    for module in (health, session, users, clients, queue, workflows, cti, calls, ws, pages):
+        module.setup(app)
     return app
 
 

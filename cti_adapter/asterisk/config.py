@@ -26,6 +26,8 @@ class AmiConfig:
     action_timeout: float = 10.0
     # Keepalive: a half-open socket is only noticed by asking.
     ping_interval: float = 20.0
+    # Asked for at Login: only call and system events leave Asterisk (no VarSet, no Cdr).
+    event_mask: str = "system,call"
     originate_tech: str = "PJSIP"
     originate_context: str = "from-internal"
     originate_timeout: float = 10.0  # seconds to wait for the Originate Response

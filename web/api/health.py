@@ -14,3 +14,7 @@ async def healthz(request: web.Request) -> web.Response:
     if await request.app[TIERLINE].db.ping():
         return web.json_response({"status": "ok"})
     return web.json_response({"status": "unavailable", "database": "not answering"}, status=503)
+
+
+def setup(app: web.Application) -> None:
+    app.add_routes(routes)

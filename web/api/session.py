@@ -94,3 +94,7 @@ async def me(request: web.Request) -> web.Response:
     return web.json_response(
         {"user": public_user(user), "csrf_token": session.csrf if session else None}
     )
+
+
+def setup(app: web.Application) -> None:
+    app.add_routes(routes)

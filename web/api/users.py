@@ -94,3 +94,7 @@ async def update_user(request: web.Request) -> web.Response:
             )
         )
     return web.json_response(public_user(user))
+
+
+def setup(app: web.Application) -> None:
+    app.add_routes(routes)
