@@ -61,6 +61,7 @@ class AmiConnector:
         self.state = "idle"  # connecting | connected | backoff | auth_failed | closed
         self.last_error: str | None = None
         self.logins = 0
+        self.resyncs = 0
 
     # --- PbxConnector -------------------------------------------------------------------
 
@@ -250,6 +251,7 @@ class AmiConnector:
             if event == "CoreShowChannelsComplete":
                 await self._publish(self._tracker.resync(self._snapshot))
                 log.info("resynchronised with %d live channels", len(self._snapshot))
+                self.resyncs += 1
                 self._resync_id, self._snapshot = None, []
                 return
         if event == "OriginateResponse" and msg.get("Response") != "Success":

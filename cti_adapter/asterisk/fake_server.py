@@ -88,6 +88,7 @@ class FakeAmiServer:
         self.logins = 0  # successful logins since creation
         self.originate_error: str | None = None  # set to refuse Originate with this message
         self.originate_speed = 0.0  # replay speed of the click-to-dial answer (0: at once)
+        self.silent_actions: set[str] = set()  # lower-case action names left unanswered
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -268,6 +269,8 @@ class FakeAmiServer:
     def _handle(self, client: _Client, msg: Message) -> None:
         action = msg.get("Action", "").lower()
         head = [("ActionID", msg["ActionID"])] if "ActionID" in msg else []
+        if action in self.silent_actions:
+            return  # a hung Asterisk: the action is read and never answered
         if action == "login":
             if msg.get("Username") == self.username and msg.get("Secret") == self.secret:
                 client.logged_in = True

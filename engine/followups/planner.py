@@ -34,7 +34,7 @@ def client_timezone(client: Client, primary_e164: str | None, default_tz: str) -
     if client.timezone:
         return client.timezone
     if primary_e164:
-        tz = phones.timezone_for(primary_e164)
+        tz = phones.timezone_for(primary_e164, prefer=default_tz)
         if tz:
             return tz
     return default_tz

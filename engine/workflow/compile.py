@@ -100,13 +100,20 @@ def check_compiles(defn: WorkflowDefinition) -> list[DefinitionProblem]:
 
 
 def _library_problem(defn: WorkflowDefinition, err: Exception) -> DefinitionProblem:
-    """Point at the first state the library's message names, or at line 1."""
+    """Point at the transition (``e_<event>``) or state (``s_<name>`` or its title) the
+    library's message names first, else at line 1."""
     text = str(err)
     line = 1
-    for token in re.findall(r"[a-z][a-z0-9_]*", text):
-        name = token.removeprefix("s_")
-        if name in defn.states:
-            line = defn.states[name].line
+    titles = {state.title: state.line for state in defn.states.values()}
+    for token in re.findall(r"[A-Za-z][\w ]*?(?=\W|$)|\w+", text):
+        if token.startswith("e_"):
+            hit = next((t.line for t in defn.transitions if t.event == token[2:]), None)
+        elif token.removeprefix("s_") in defn.states:
+            hit = defn.states[token.removeprefix("s_")].line
+        else:
+            hit = titles.get(token)
+        if hit is not None:
+            line = hit
             break
     message = f"the state machine library refused the definition: {type(err).__name__}: {text}"
     return DefinitionProblem(line, message)
