@@ -159,7 +159,7 @@ async def card(
         "phones": [{"e164": p.e164, "raw": p.raw, "label": p.label} for p in numbers],
         "script": state.script if state else "",
         "checklist": list(state.checklist) if state else [],
-        "events": defn.events_from(client.state),
+        "events": defn.operator_events_from(client.state) if state else [],
         "next_followup": _followup_json(followup, tz),
         "calls": [
             {

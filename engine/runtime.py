@@ -117,7 +117,7 @@ class Runtime:
             has_owner=client.owner_id is not None,
         )
         target = apply_event(defn, facts, req.event)
-        transition = defn.transition_for(client.state, req.event)
+        transition = defn.transition_for(client.state, req.event, facts)
         attempts = client.attempts + 1 if transition and transition.counts_attempt else 0
         from_state, from_tier = client.state, client.tier
         to_tier = defn.tier_of(target)

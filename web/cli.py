@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import getpass
 import logging
 import os
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from engine.errors import TierlineError
-from engine.settings import Settings, load_settings
+from engine.settings import load_settings
 
 log = logging.getLogger("tierline")
 
@@ -26,6 +23,8 @@ def main(argv: list[str] | None = None) -> int:
         level=os.environ.get("TIERLINE_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for chatty in ("apscheduler", "alembic", "aiohttp.access"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
         settings = load_settings()
     except ValidationError as exc:
@@ -94,17 +93,5 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def run_async(fn: Callable[[], Awaitable[int]]) -> int:
-    return asyncio.run(fn())
-
-
-def read_password(from_stdin: bool) -> str:
-    if from_stdin:
-        return sys.stdin.readline().rstrip("\n")
-    first = getpass.getpass("Password: ")
-    if getpass.getpass("Again: ") != first:
-        raise SystemExit("tierline: the passwords differ")
-    return first
-
-
-__all__ = ["Settings", "main", "read_password", "run_async"]
+if __name__ == "__main__":
+    sys.exit(main())

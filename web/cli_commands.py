@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import getpass
 import os
 import secrets
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -16,7 +19,6 @@ from engine.service import Tierline
 from engine.settings import Settings
 from engine.users import NewUser, create_user
 from engine.workflow import load_definition
-from web.cli import read_password, run_async
 
 
 def serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -55,16 +57,23 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
         await tl.stop()
         return create_app(Tierline.build(settings), pbx=FakePbx())
 
-    app = asyncio_run(prepare())
+    app = asyncio.run(prepare())
     print(f"Tierline on http://{args.host}:{args.port}/", flush=True)
     web.run_app(app, host=args.host, port=args.port, print=None)
     return 0
 
 
-def asyncio_run(coro):  # type: ignore[no-untyped-def]
-    import asyncio
+def run_async(fn: Callable[[], Awaitable[int]]) -> int:
+    return asyncio.run(fn())
 
-    return asyncio.run(coro)
+
+def read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    first = getpass.getpass("Password: ")
+    if getpass.getpass("Again: ") != first:
+        raise SystemExit("tierline: the passwords differ")
+    return first
 
 
 def migrate(settings: Settings, args: argparse.Namespace) -> int:

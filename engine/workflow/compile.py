@@ -100,21 +100,27 @@ def check_compiles(defn: WorkflowDefinition) -> list[DefinitionProblem]:
 
 
 def _library_problem(defn: WorkflowDefinition, err: Exception) -> DefinitionProblem:
-    """Point at the transition (``e_<event>``) or state (``s_<name>`` or its title) the
-    library's message names first, else at line 1."""
+    """Point at what the library's message names first: a transition (``e_<event>``), a
+    state (``s_<name>``, its name or its title), a missing target; else at line 1."""
     text = str(err)
-    line = 1
-    titles = {state.title: state.line for state in defn.states.values()}
-    for token in re.findall(r"[A-Za-z][\w ]*?(?=\W|$)|\w+", text):
-        if token.startswith("e_"):
-            hit = next((t.line for t in defn.transitions if t.event == token[2:]), None)
-        elif token.removeprefix("s_") in defn.states:
-            hit = defn.states[token.removeprefix("s_")].line
+    found: list[tuple[int, int]] = []  # (position in the message, line)
+    for match in re.finditer(r"\w+", text):
+        word = match.group()
+        if word.startswith("e_"):
+            line = next((t.line for t in defn.transitions if t.event == word[2:]), None)
+        elif word.removeprefix("s_") in defn.states:
+            line = defn.states[word.removeprefix("s_")].line
+        elif word.startswith("s_"):  # a bare KeyError for a target that does not exist
+            line = next((t.line for t in defn.transitions if t.target == word[2:]), None)
         else:
-            hit = titles.get(token)
-        if hit is not None:
-            line = hit
-            break
+            line = None
+        if line is not None:
+            found.append((match.start(), line))
+    for state in defn.states.values():
+        at = text.find(state.title)
+        if at >= 0:
+            found.append((at, state.line))
+    line = min(found)[1] if found else 1
     message = f"the state machine library refused the definition: {type(err).__name__}: {text}"
     return DefinitionProblem(line, message)
 

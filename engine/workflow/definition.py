@@ -47,7 +47,7 @@ class DueRule:
 class FollowUpRule:
     due: DueRule
     kind: str
-    owner: str  # "operator" | "tier"; checked by validate()
+    owner: Literal["operator", "tier"]  # any other value is reported by validate()
     max_attempts: int | None
     on_max_attempts: str | None
     grace: dt.timedelta
@@ -143,10 +143,12 @@ class WorkflowDefinition:
         """A ``stateDiagram-v2`` with one composite state per tier, for the admin page."""
 
         def label(text: str) -> str:
-            return text.replace('"', "#quot;")
+            return " ".join(text.split()).replace('"', "#quot;")
 
         out = ["stateDiagram-v2"]
         for tier in self.tiers:
+            if not any(s.tier == tier for s in self.states.values()):
+                continue  # mermaid cannot draw an empty composite state
             out.append(f'    state "{label(tier)}" as tier_{tier} {{')
             for s in self.states.values():
                 if s.tier == tier:
@@ -293,8 +295,9 @@ class _Parser:
                 first = _line(out[key][0])
                 self.problem(k, f"{what}: '{key}' is given twice (first on line {first})")
             elif allowed and key not in allowed:
-                self.problem(k, f"{what}: unknown key '{key}'; expected one of: "
-                             + ", ".join(allowed))
+                self.problem(
+                    k, f"{what}: unknown key '{key}'; expected one of: " + ", ".join(allowed)
+                )
             else:
                 out[key] = (k, v)
         return out
@@ -314,8 +317,11 @@ class _Parser:
             self.problem(node, f"{what} must be a name")
             return None
         if not _NAME.match(node.value):
-            self.problem(node, f"{what} {node.value!r} is not a valid name: use lowercase "
-                         "letters, digits and underscores, starting with a letter")
+            self.problem(
+                node,
+                f"{what} {node.value!r} is not a valid name: use lowercase "
+                "letters, digits and underscores, starting with a letter",
+            )
             return None
         return str(node.value)
 
@@ -364,8 +370,9 @@ class _Parser:
         try:
             return parse_duration(node.value)
         except InvalidInput:
-            self.problem(node, f"{what}: bad duration {node.value!r}; write it like "
-                         "30m, 2h, 3d or 1d12h")
+            self.problem(
+                node, f"{what}: bad duration {node.value!r}; write it like 30m, 2h, 3d or 1d12h"
+            )
             return None
 
     # -- the definition's parts --
@@ -422,7 +429,7 @@ class _Parser:
         return FollowUpRule(
             due=due,  # type: ignore[arg-type]
             kind=self.name(self.required(m, "kind", what, key_node), f"{what}: kind"),  # type: ignore[arg-type]
-            owner=owner,
+            owner=owner,  # type: ignore[arg-type]  (validate() reports unknown owners)
             max_attempts=self.integer(get("max_attempts"), f"{what}: max_attempts"),
             on_max_attempts=self.optional_name(get("on_max_attempts"), f"{what}: on_max_attempts"),
             grace=DEFAULT_GRACE if grace is None else grace,
@@ -439,8 +446,9 @@ class _Parser:
             return None
         modes = [mode for mode in _DUE_MODES if mode in m]
         if len(modes) != 1:
-            self.problem(node, f"{what} needs exactly one of: after, next_business_day, "
-                         "operator_picks")
+            self.problem(
+                node, f"{what} needs exactly one of: after, next_business_day, operator_picks"
+            )
             return None
         mode = modes[0]
         if "default_after" in m and mode != "operator_picks":
@@ -452,13 +460,14 @@ class _Parser:
             raw = value.value if isinstance(value, yaml.ScalarNode) else ""
             match = _TIME.match(str(raw))
             if match is None:
-                self.problem(value, f"{what}: next_business_day must be a time like \"10:00\"")
+                self.problem(value, f'{what}: next_business_day must be a time like "10:00"')
                 return None
             return DueRule("next_business_day", at=dt.time(int(match[1]), int(match[2])))
         if not self.boolean(value, f"{what}: operator_picks"):
             self.problem(value, f"{what}: operator_picks must be true (or use after)")
         default = self.duration(m.get("default_after", (None, None))[1], f"{what}: default_after")
-        return DueRule("operator_picks", default_after=default or DEFAULT_PICK_AFTER)
+        default = DEFAULT_PICK_AFTER if default is None else default  # 0m is a valid choice
+        return DueRule("operator_picks", default_after=default)
 
     def transitions(self, node: yaml.Node | None) -> tuple[TransitionDef, ...]:
         if node is None or _is_null(node):

@@ -44,14 +44,19 @@ def validate(defn: WorkflowDefinition) -> list[DefinitionProblem]:
     states = defn.states
     known = ", ".join(states)
     if defn.initial not in states:
-        add(defn.line_of("initial"),
-            f"initial state '{defn.initial}' is not defined under states (defined: {known})")
+        add(
+            defn.line_of("initial"),
+            f"initial state '{defn.initial}' is not defined under states (defined: {known})",
+        )
 
     used_tiers = {s.tier for s in states.values()}
     for tier in defn.tiers:
         if tier not in used_tiers:
-            add(defn.line_of("tiers"), f"tier '{tier}' is declared in tiers but no state has "
-                f"'tier: {tier}': remove it from tiers or give it a state")
+            add(
+                defn.line_of("tiers"),
+                f"tier '{tier}' is declared in tiers but no state has "
+                f"'tier: {tier}': remove it from tiers or give it a state",
+            )
 
     for state in states.values():
         _check_state(defn, state, add)
@@ -59,17 +64,29 @@ def validate(defn: WorkflowDefinition) -> list[DefinitionProblem]:
     for t in defn.transitions:
         for src in t.sources:
             if src not in states:
-                add(t.line_of("from"), f"transition '{t.event}': from-state '{src}' is not "
-                    f"defined under states (defined: {known})")
+                add(
+                    t.line_of("from"),
+                    f"transition '{t.event}': from-state '{src}' is not "
+                    f"defined under states (defined: {known})",
+                )
             elif states[src].final:
-                add(t.line, f"transition '{t.event}' leaves '{src}', which is final: a final "
-                    f"state has no way out (take '{src}' out of from, or drop its final: true)")
+                add(
+                    t.line,
+                    f"transition '{t.event}' leaves '{src}', which is final: a final "
+                    f"state has no way out (take '{src}' out of from, or drop its final: true)",
+                )
         if t.target not in states:
-            add(t.line_of("to"), f"transition '{t.event}': target state '{t.target}' is not "
-                f"defined under states (defined: {known})")
+            add(
+                t.line_of("to"),
+                f"transition '{t.event}': target state '{t.target}' is not "
+                f"defined under states (defined: {known})",
+            )
         if t.guard is not None and t.guard not in GUARDS:
-            add(t.line_of("guard"), f"transition '{t.event}': unknown guard '{t.guard}'; "
-                f"available guards: {_one_of(tuple(GUARDS))}")
+            add(
+                t.line_of("guard"),
+                f"transition '{t.event}': unknown guard '{t.guard}'; "
+                f"available guards: {_one_of(tuple(GUARDS))}",
+            )
 
     _check_ambiguity(defn, add)
     _check_reachability(defn, add)
@@ -79,60 +96,95 @@ def validate(defn: WorkflowDefinition) -> list[DefinitionProblem]:
 def _check_state(defn: WorkflowDefinition, state: StateDef, add: Add) -> None:
     name = state.name
     if state.tier not in defn.tiers:
-        add(state.line_of("tier"), f"state '{name}': tier '{state.tier}' is not declared in "
-            f"tiers (declared: {_one_of(defn.tiers)})")
+        add(
+            state.line_of("tier"),
+            f"state '{name}': tier '{state.tier}' is not declared in "
+            f"tiers (declared: {_one_of(defn.tiers)})",
+        )
     if state.kpi is not None and state.kpi not in KPIS:
-        add(state.line_of("kpi"), f"state '{name}': unknown kpi '{state.kpi}'; use one of: "
-            f"{_one_of(KPIS)}, or null")
+        add(
+            state.line_of("kpi"),
+            f"state '{name}': unknown kpi '{state.kpi}'; use one of: {_one_of(KPIS)}, or null",
+        )
     for stage in state.checklist:
         if stage not in CHECKLIST_STAGES:
-            add(state.line_of("checklist"), f"state '{name}': unknown checklist stage "
-                f"'{stage}'; use: {_one_of(CHECKLIST_STAGES)}")
+            add(
+                state.line_of("checklist"),
+                f"state '{name}': unknown checklist stage "
+                f"'{stage}'; use: {_one_of(CHECKLIST_STAGES)}",
+            )
 
     leaving = defn.transitions_from(name)
     if state.final:
         if state.follow_up is not None:
-            add(state.follow_up.line, f"state '{name}' is final and must not have a follow_up: "
-                "no one calls a client in a final state (remove follow_up or final: true)")
+            add(
+                state.follow_up.line,
+                f"state '{name}' is final and must not have a follow_up: "
+                "no one calls a client in a final state (remove follow_up or final: true)",
+            )
         return
     if state.follow_up is None:
-        add(state.line, f"state '{name}' is not final but has no follow_up rule: every client "
-            "in it needs a scheduled next step (add follow_up, or mark it final: true)")
+        add(
+            state.line,
+            f"state '{name}' is not final but has no follow_up rule: every client "
+            "in it needs a scheduled next step (add follow_up, or mark it final: true)",
+        )
     else:
         _check_follow_up(defn, name, state.follow_up, add)
     if not any(t.target != name for t in leaving):
-        add(state.line, f"state '{name}' is not final but no transition leads out of it: add "
-            f"a transition from '{name}' to another state (or mark it final: true)")
+        add(
+            state.line,
+            f"state '{name}' is not final but no transition leads out of it: add "
+            f"a transition from '{name}' to another state (or mark it final: true)",
+        )
 
 
 def _check_follow_up(defn: WorkflowDefinition, name: str, rule: FollowUpRule, add: Add) -> None:
     what = f"follow_up of state '{name}'"
     if rule.kind not in KINDS:
-        add(rule.line_of("kind"), f"{what}: unknown kind '{rule.kind}'; use one of: "
-            f"{_one_of(KINDS)}")
+        add(
+            rule.line_of("kind"),
+            f"{what}: unknown kind '{rule.kind}'; use one of: {_one_of(KINDS)}",
+        )
     if rule.owner not in OWNERS:
-        add(rule.line_of("owner"), f"{what}: unknown owner '{rule.owner}'; use one of: "
-            f"{_one_of(OWNERS)}")
+        add(
+            rule.line_of("owner"),
+            f"{what}: unknown owner '{rule.owner}'; use one of: {_one_of(OWNERS)}",
+        )
     for step in rule.escalation:
         if step not in ESCALATION_STEPS:
-            add(rule.line_of("escalation"), f"{what}: unknown escalation step '{step}'; use: "
-                f"{_one_of(ESCALATION_STEPS)}")
+            add(
+                rule.line_of("escalation"),
+                f"{what}: unknown escalation step '{step}'; use: {_one_of(ESCALATION_STEPS)}",
+            )
     events = defn.events_from(name)
     for key, event in (("auto_event", rule.auto_event), ("on_max_attempts", rule.on_max_attempts)):
         if event is not None and event not in events:
-            add(rule.line_of(key), f"{what}: {key} '{event}' is not an event from '{name}'; "
+            add(
+                rule.line_of(key),
+                f"{what}: {key} '{event}' is not an event from '{name}'; "
                 f"add a transition with event: {event} from: {name}, or use one of: "
-                + (", ".join(events) or "(none yet)"))
+                + (", ".join(events) or "(none yet)"),
+            )
     if rule.on_max_attempts is not None and rule.max_attempts is None:
-        add(rule.line_of("on_max_attempts"), f"{what}: on_max_attempts needs max_attempts "
-            "(how many unanswered attempts before it fires)")
+        add(
+            rule.line_of("on_max_attempts"),
+            f"{what}: on_max_attempts needs max_attempts "
+            "(how many unanswered attempts before it fires)",
+        )
     if rule.max_attempts is not None:
         if rule.on_max_attempts is None:
-            add(rule.line_of("max_attempts"), f"{what}: max_attempts needs on_max_attempts "
-                "(the event fired when the attempts run out)")
+            add(
+                rule.line_of("max_attempts"),
+                f"{what}: max_attempts needs on_max_attempts "
+                "(the event fired when the attempts run out)",
+            )
         if not any(t.counts_attempt and t.target == name for t in defn.transitions):
-            add(rule.line_of("max_attempts"), f"{what}: max_attempts is set but no transition "
-                f"into '{name}' has counts_attempt: true, so attempts are never counted")
+            add(
+                rule.line_of("max_attempts"),
+                f"{what}: max_attempts is set but no transition "
+                f"into '{name}' has counts_attempt: true, so attempts are never counted",
+            )
 
 
 def _check_ambiguity(defn: WorkflowDefinition, add: Add) -> None:
@@ -145,15 +197,24 @@ def _check_ambiguity(defn: WorkflowDefinition, add: Add) -> None:
             fallback = next((e for e in earlier if e.guard is None), None)
             same_guard = next((e for e in earlier if e.guard == t.guard), None)
             if t.guard is None and fallback is not None:
-                add(t.line, f"event '{t.event}' from '{src}' is ambiguous: the transition on "
+                add(
+                    t.line,
+                    f"event '{t.event}' from '{src}' is ambiguous: the transition on "
                     f"line {fallback.line} already handles it with no guard (add a guard, or "
-                    "remove one of them)")
+                    "remove one of them)",
+                )
             elif same_guard is not None:
-                add(t.line, f"event '{t.event}' from '{src}' is ambiguous: the transition on "
-                    f"line {same_guard.line} has the same guard '{t.guard}'")
+                add(
+                    t.line,
+                    f"event '{t.event}' from '{src}' is ambiguous: the transition on "
+                    f"line {same_guard.line} has the same guard '{t.guard}'",
+                )
             elif fallback is not None:
-                add(t.line, f"event '{t.event}' from '{src}': this transition is never taken, "
-                    f"the unguarded one on line {fallback.line} comes first (move it above)")
+                add(
+                    t.line,
+                    f"event '{t.event}' from '{src}': this transition is never taken, "
+                    f"the unguarded one on line {fallback.line} comes first (move it above)",
+                )
             earlier.append(t)
 
 
@@ -169,5 +230,8 @@ def _check_reachability(defn: WorkflowDefinition, add: Add) -> None:
                 queue.append(t.target)
     for state in defn.states.values():
         if state.name not in reached:
-            add(state.line, f"state '{state.name}' cannot be reached from the initial state "
-                f"'{defn.initial}': add a transition into it, or remove it")
+            add(
+                state.line,
+                f"state '{state.name}' cannot be reached from the initial state "
+                f"'{defn.initial}': add a transition into it, or remove it",
+            )

@@ -158,6 +158,14 @@ def test_parse_keeps_values_and_lines() -> None:
     assert defn.lines["initial"] == line_with(MINI, "initial: new")
 
 
+def test_operator_picks_defaults() -> None:
+    picks = MINI.replace("due: {after: 1d12h}", "due: {operator_picks: true}")
+    assert parse_definition(picks).states["new"].follow_up.due.default_after == dt.timedelta(1)
+    zero = MINI.replace("due: {after: 1d12h}", "due: {operator_picks: true, default_after: 0m}")
+    due = parse_definition(zero).states["new"].follow_up.due
+    assert (due.mode, due.default_after, due.after) == ("operator_picks", dt.timedelta(0), None)
+
+
 def test_events_and_transition_lookup() -> None:
     defn = parse_definition(MINI)
     assert defn.events_from("new") == ["accept", "drop"]
@@ -184,7 +192,7 @@ def test_mermaid_has_every_state_grouped_by_tier() -> None:
 
 
 def test_yaml_syntax_error_names_its_line() -> None:
-    broken = MINI.replace("kind: call_back\n      owner: tier", "kind: [call_back\n      owner: tier")
+    broken = MINI.replace("kind: call_back\n      owner", "kind: [call_back\n      owner")
     with pytest.raises(DefinitionError) as err:
         parse_definition(broken)
     (problem,) = err.value.problems
@@ -201,25 +209,48 @@ def test_yaml_syntax_error_names_its_line() -> None:
 @pytest.mark.parametrize(
     ("old", "new", "needle", "words"),
     [
-        ("  done:\n    tier: sales\n", "  done:\n    final: true\n", "  done:", "'tier' is missing"),
-        ("    follow_up:\n      due: {after: 1d12h}\n      kind: call_back\n",
-         "    follow_up:  # no kind\n      due: {after: 1d12h}\n", "follow_up:  # no kind",
-         "'kind' is missing"),
+        ("  done:\n    tier: sales\n", "  done:\n", "  done:", "'tier' is missing"),
+        (
+            "    follow_up:\n      due: {after: 1d12h}\n      kind: call_back\n",
+            "    follow_up:  # no kind\n      due: {after: 1d12h}\n",
+            "follow_up:  # no kind",
+            "'kind' is missing",
+        ),
         ("due: {after: 1d12h}", "due: {after: 1x}", "due: {after: 1x}", "bad duration '1x'"),
         ("final: true", "final: yes please", "final: yes please", "true or false"),
         ("max_attempts: 3", "max_attempts: three", "max_attempts: three", "whole number"),
         ("max_attempts: 3", "max_attempts: 0", "max_attempts: 0", "whole number"),
-        ("    kpi: presentation\n", "    kpi: presentation\n    colour: red\n", "colour: red",
-         "unknown key 'colour'"),
+        (
+            "    kpi: presentation\n",
+            "    kpi: presentation\n    colour: red\n",
+            "colour: red",
+            "unknown key 'colour'",
+        ),
         ("  done:\n", "  Done Now:\n", "  Done Now:", "not a valid name"),
-        ("due: {next_business_day: 10:00}", "due: {next_business_day: 25:00}",
-         "next_business_day: 25:00", 'a time like "10:00"'),
-        ("due: {after: 1d12h}", "due: {after: 1d, next_business_day: '10:00'}",
-         "due: {after: 1d, next", "exactly one of"),
-        ("  - {event: accept, from: new, to: selling}", "  - {event: accept, to: selling}",
-         "event: accept", "'from' is missing"),
-        ("  done:\n    tier: sales\n    final: true\n", "  done: sales\n", "  done: sales",
-         "must be a mapping"),
+        (
+            "due: {next_business_day: 10:00}",
+            "due: {next_business_day: 25:00}",
+            "next_business_day: 25:00",
+            'a time like "10:00"',
+        ),
+        (
+            "due: {after: 1d12h}",
+            "due: {after: 1d, next_business_day: '10:00'}",
+            "due: {after: 1d, next",
+            "exactly one of",
+        ),
+        (
+            "  - {event: accept, from: new, to: selling}",
+            "  - {event: accept, to: selling}",
+            "event: accept",
+            "'from' is missing",
+        ),
+        (
+            "  done:\n    tier: sales\n    final: true\n",
+            "  done: sales\n",
+            "  done: sales",
+            "must be a mapping",
+        ),
     ],
 )
 def test_structural_errors_name_their_line(old: str, new: str, needle: str, words: str) -> None:

@@ -67,81 +67,166 @@ def test_base_is_valid() -> None:
 
 # (replace this, with this, the problem's line holds this, the message says this)
 CASES = [
-    pytest.param("initial: new", "initial: nwe", "initial: nwe",
-                 "initial state 'nwe' is not defined", id="unknown-initial"),
-    pytest.param("from: selling, to: done, guard", "from: seling, to: done, guard",
-                 "from: seling", "from-state 'seling' is not defined", id="unknown-from"),
-    pytest.param("to: done, guard: has_email", "to: don, guard: has_email", "to: don,",
-                 "target state 'don' is not defined", id="unknown-to"),
-    pytest.param("      kind: call_back\n  missed:",
-                 "      kind: call_back\n      auto_event: hand_over\n  missed:",
-                 "auto_event: hand_over", "auto_event 'hand_over' is not an event from 'new'",
-                 id="auto-event-not-from-state"),
-    pytest.param("on_max_attempts: give_up", "on_max_attempts: quit", "on_max_attempts: quit",
-                 "on_max_attempts 'quit' is not an event from 'missed'",
-                 id="on-max-attempts-not-from-state"),
-    pytest.param("  done:\n",
-                 "  orphan:\n    tier: sales\n    follow_up:\n      due: {after: 1d}\n"
-                 "      kind: upsell\n  done:\n",
-                 "  orphan:", "'orphan' cannot be reached from the initial state",
-                 id="unreachable"),
-    pytest.param("  selling:\n    tier: sales\n    kpi: presentation\n    follow_up:\n"
-                 "      due: {operator_picks: true}\n      kind: call_back\n"
-                 "      owner: operator\n      escalation: [tier, supervisor]\n",
-                 "  selling:\n    tier: sales\n",
-                 "  selling:", "not final but has no follow_up rule", id="no-follow-up"),
-    pytest.param("  - {event: close, from: selling, to: done, guard: has_email}\n"
-                 "  - {event: drop, from: selling, to: done}\n",
-                 "  - {event: close, from: selling, to: done, guard: has_email}\n"
-                 "  - {event: drop, from: selling, to: selling}\n"
-                 "  - {event: close, from: new, to: done}\n",
-                 "  selling:", "no transition leads out of it", id="no-way-out"),
-    pytest.param("  - {event: drop, from: selling, to: done}\n",
-                 "  - {event: drop, from: selling, to: done}\n"
-                 "  - {event: reopen, from: done, to: new}\n",
-                 "event: reopen", "leaves 'done', which is final", id="final-with-transition"),
-    pytest.param("    final: true\n",
-                 "    final: true\n    follow_up:\n      due: {after: 1d}\n      kind: upsell\n",
-                 "kind: upsell", "final and must not have a follow_up",
-                 id="final-with-follow-up"),
-    pytest.param("  - {event: drop, from: selling, to: done}\n",
-                 "  - {event: drop, from: selling, to: done}\n"
-                 "  - {event: drop, from: [new, selling], to: missed}\n",
-                 "to: missed}", "event 'drop' from 'selling' is ambiguous",
-                 id="ambiguous-unguarded"),
-    pytest.param("  - {event: drop, from: selling, to: done}\n",
-                 "  - {event: drop, from: selling, to: done}\n"
-                 "  - {event: close, from: selling, to: missed, guard: has_email}\n",
-                 "to: missed, guard", "the same guard 'has_email'", id="ambiguous-same-guard"),
-    pytest.param("  - {event: close, from: selling, to: done, guard: has_email}\n",
-                 "  - {event: close, from: selling, to: done}\n"
-                 "  - {event: close, from: selling, to: missed, guard: has_email}\n",
-                 "to: missed, guard", "never taken", id="guarded-after-fallback"),
-    pytest.param("  selling:\n    tier: sales\n", "  selling:\n    tier: salse\n",
-                 "tier: salse", "tier 'salse' is not declared", id="undeclared-tier"),
-    pytest.param("tiers: [cold, sales]", "tiers: [cold, sales, support]",
-                 "tiers: [cold", "tier 'support' is declared in tiers but no state",
-                 id="tier-without-state"),
-    pytest.param("guard: has_email", "guard: has_fax", "guard: has_fax",
-                 "unknown guard 'has_fax'", id="unknown-guard"),
-    pytest.param("kpi: presentation", "kpi: demo", "kpi: demo", "unknown kpi 'demo'",
-                 id="unknown-kpi"),
-    pytest.param("      kind: call_back\n      owner", "      kind: callback\n      owner",
-                 "kind: callback", "unknown kind 'callback'", id="unknown-kind"),
-    pytest.param("owner: operator", "owner: boss", "owner: boss", "unknown owner 'boss'",
-                 id="unknown-owner"),
-    pytest.param("escalation: [tier, supervisor]", "escalation: [tier, ceo]",
-                 "escalation: [tier, ceo]", "unknown escalation step 'ceo'",
-                 id="unknown-escalation"),
-    pytest.param("checklist: [contact]", "checklist: [contact, smalltalk]",
-                 "checklist: [contact, smalltalk]", "unknown checklist stage 'smalltalk'",
-                 id="unknown-checklist-stage"),
-    pytest.param("      max_attempts: 3\n", "", "on_max_attempts: give_up",
-                 "on_max_attempts needs max_attempts", id="on-max-without-max"),
-    pytest.param("      on_max_attempts: give_up\n", "", "max_attempts: 3",
-                 "max_attempts needs on_max_attempts", id="max-without-on-max"),
-    pytest.param("to: missed, counts_attempt: true}", "to: missed}", "max_attempts: 3",
-                 "no transition into 'missed' has counts_attempt", id="max-never-counted"),
+    pytest.param(
+        "initial: new",
+        "initial: nwe",
+        "initial: nwe",
+        "initial state 'nwe' is not defined",
+        id="unknown-initial",
+    ),
+    pytest.param(
+        "from: selling, to: done, guard",
+        "from: seling, to: done, guard",
+        "from: seling",
+        "from-state 'seling' is not defined",
+        id="unknown-from",
+    ),
+    pytest.param(
+        "to: done, guard: has_email",
+        "to: don, guard: has_email",
+        "to: don,",
+        "target state 'don' is not defined",
+        id="unknown-to",
+    ),
+    pytest.param(
+        "      kind: call_back\n  missed:",
+        "      kind: call_back\n      auto_event: hand_over\n  missed:",
+        "auto_event: hand_over",
+        "auto_event 'hand_over' is not an event from 'new'",
+        id="auto-event-not-from-state",
+    ),
+    pytest.param(
+        "on_max_attempts: give_up",
+        "on_max_attempts: quit",
+        "on_max_attempts: quit",
+        "on_max_attempts 'quit' is not an event from 'missed'",
+        id="on-max-attempts-not-from-state",
+    ),
+    pytest.param(
+        "  selling:\n    tier: sales\n    kpi: presentation\n    follow_up:\n"
+        "      due: {operator_picks: true}\n      kind: call_back\n"
+        "      owner: operator\n      escalation: [tier, supervisor]\n",
+        "  selling:\n    tier: sales\n",
+        "  selling:",
+        "not final but has no follow_up rule",
+        id="no-follow-up",
+    ),
+    pytest.param(
+        "  - {event: close, from: selling, to: done, guard: has_email}\n"
+        "  - {event: drop, from: selling, to: done}\n",
+        "  - {event: close, from: selling, to: selling, guard: has_email}\n"
+        "  - {event: drop, from: selling, to: selling}\n",
+        "  selling:",
+        "no transition leads out of it",
+        id="no-way-out",
+    ),
+    pytest.param(
+        "  - {event: drop, from: selling, to: done}\n",
+        "  - {event: drop, from: selling, to: done}\n  - {event: reopen, from: done, to: new}\n",
+        "event: reopen",
+        "leaves 'done', which is final",
+        id="final-with-transition",
+    ),
+    pytest.param(
+        "    final: true\n",
+        "    final: true\n    follow_up:  # here\n      due: {after: 1d}\n      kind: upsell\n",
+        "follow_up:  # here",
+        "final and must not have a follow_up",
+        id="final-with-follow-up",
+    ),
+    pytest.param(
+        "  - {event: drop, from: selling, to: done}\n",
+        "  - {event: drop, from: selling, to: done}\n"
+        "  - {event: drop, from: [new, selling], to: missed}\n",
+        "to: missed}",
+        "event 'drop' from 'selling' is ambiguous",
+        id="ambiguous-unguarded",
+    ),
+    pytest.param(
+        "  - {event: drop, from: selling, to: done}\n",
+        "  - {event: drop, from: selling, to: done}\n"
+        "  - {event: close, from: selling, to: missed, guard: has_email}\n",
+        "to: missed, guard",
+        "the same guard 'has_email'",
+        id="ambiguous-same-guard",
+    ),
+    pytest.param(
+        "  - {event: close, from: selling, to: done, guard: has_email}\n",
+        "  - {event: close, from: selling, to: done}\n"
+        "  - {event: close, from: selling, to: missed, guard: has_email}\n",
+        "to: missed, guard",
+        "never taken",
+        id="guarded-after-fallback",
+    ),
+    pytest.param(
+        "  selling:\n    tier: sales\n",
+        "  selling:\n    tier: salse\n",
+        "tier: salse",
+        "tier 'salse' is not declared",
+        id="undeclared-tier",
+    ),
+    pytest.param(
+        "tiers: [cold, sales]",
+        "tiers: [cold, sales, support]",
+        "tiers: [cold",
+        "tier 'support' is declared in tiers but no state",
+        id="tier-without-state",
+    ),
+    pytest.param(
+        "guard: has_email",
+        "guard: has_fax",
+        "guard: has_fax",
+        "unknown guard 'has_fax'",
+        id="unknown-guard",
+    ),
+    pytest.param(
+        "kpi: presentation", "kpi: demo", "kpi: demo", "unknown kpi 'demo'", id="unknown-kpi"
+    ),
+    pytest.param(
+        "      kind: call_back\n      owner",
+        "      kind: callback\n      owner",
+        "kind: callback",
+        "unknown kind 'callback'",
+        id="unknown-kind",
+    ),
+    pytest.param(
+        "owner: operator", "owner: boss", "owner: boss", "unknown owner 'boss'", id="unknown-owner"
+    ),
+    pytest.param(
+        "escalation: [tier, supervisor]",
+        "escalation: [tier, ceo]",
+        "escalation: [tier, ceo]",
+        "unknown escalation step 'ceo'",
+        id="unknown-escalation",
+    ),
+    pytest.param(
+        "checklist: [contact]",
+        "checklist: [contact, smalltalk]",
+        "checklist: [contact, smalltalk]",
+        "unknown checklist stage 'smalltalk'",
+        id="unknown-checklist-stage",
+    ),
+    pytest.param(
+        "      max_attempts: 3\n",
+        "",
+        "on_max_attempts: give_up",
+        "on_max_attempts needs max_attempts",
+        id="on-max-without-max",
+    ),
+    pytest.param(
+        "      on_max_attempts: give_up\n",
+        "",
+        "max_attempts: 3",
+        "max_attempts needs on_max_attempts",
+        id="max-without-on-max",
+    ),
+    pytest.param(
+        "to: missed, counts_attempt: true}",
+        "to: missed}",
+        "max_attempts: 3",
+        "no transition into 'missed' has counts_attempt",
+        id="max-never-counted",
+    ),
 ]
 
 
@@ -156,6 +241,22 @@ def test_rule_refuses_at_the_exact_line(old: str, new: str, needle: str, words: 
     with pytest.raises(DefinitionError) as err:
         load_definition(text)
     assert [(p.line, p.message) for p in err.value.problems] == problems
+
+
+def test_unreachable_state_is_refused_at_its_line() -> None:
+    text = broken(
+        "  done:\n",
+        "  orphan:\n    tier: sales\n    follow_up:\n"
+        "      due: {after: 1d}\n      kind: upsell\n  done:\n",
+    )
+    text += "  - {event: leave, from: orphan, to: done}\n"
+    assert problems_of(text) == [
+        (
+            line_with(text, "  orphan:"),
+            "state 'orphan' cannot be reached from the initial state 'new': add a transition "
+            "into it, or remove it",
+        ),
+    ]
 
 
 def test_bad_duration_is_refused_at_its_line() -> None:
@@ -177,8 +278,9 @@ def test_yaml_syntax_error_is_refused_at_its_line() -> None:
 
 
 def test_load_lists_all_problems_sorted_by_line() -> None:
-    text = BASE.replace("kpi: presentation", "kpi: demo").replace("guard: has_email",
-                                                                    "guard: has_fax")
+    text = BASE.replace("kpi: presentation", "kpi: demo").replace(
+        "guard: has_email", "guard: has_fax"
+    )
     text = text.replace("initial: new", "initial: nwe")
     with pytest.raises(DefinitionError) as err:
         load_definition(text)
@@ -196,11 +298,12 @@ def test_compile_check_catches_what_the_library_catches() -> None:
     """Without our checks, the library's own failures still become problems, not crashes:
     an unknown target is a bare KeyError in the class factory, and an unknown guard only
     fails when an instance resolves its callbacks."""
-    unknown_target = parse_definition(broken("to: done, guard", "to: nowhere, guard"))
-    (problem,) = check_compiles(unknown_target)
+    text = broken("to: done, guard", "to: nowhere, guard")
+    (problem,) = check_compiles(parse_definition(text))
     assert "KeyError" in problem.message and "nowhere" in problem.message
+    assert problem.line == line_with(text, "to: nowhere")
 
     unknown_guard = parse_definition(broken("guard: has_email", "guard: has_fax"))
     (problem,) = check_compiles(unknown_guard)
     assert "has_fax" in problem.message
-    assert problem.line == line_with(BASE, "  selling:")  # the state the library names
+    assert problem.line == line_with(BASE, "event: close")  # the transition it names
