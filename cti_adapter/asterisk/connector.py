@@ -257,6 +257,8 @@ class AmiConnector:
         if event == "OriginateResponse" and msg.get("Response") != "Success":
             call_id = self._originates.pop(msg.get("ActionID", ""), None)
             log.info("Originate %s failed (reason %s)", call_id, msg.get("Reason"))
+            if call_id is not None:
+                self._tracker.forget_originate(call_id)
         elif event == "Shutdown":
             log.warning("Asterisk is shutting down (%s)", msg.get("Shutdown", ""))
         await self._publish(self._tracker.feed(msg))

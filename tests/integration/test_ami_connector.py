@@ -225,6 +225,21 @@ async def test_drop_clients_reconnects_after_a_backoff(server: FakeAmiServer) ->
         await conn.close()
 
 
+async def test_a_silent_asterisk_is_noticed_by_ping_and_reconnected(
+    server: FakeAmiServer,
+) -> None:
+    server.silent_actions.add("ping")
+    conn = AmiConnector(config(server, ping_interval=0.02, action_timeout=0.05))
+    try:
+        async with asyncio.timeout(WAIT):
+            await conn.wait_connected()
+            while server.logins < 2:
+                await server.wait_for_clients(1)
+        assert any(a["Action"] == "Ping" for a in server.actions)
+    finally:
+        await conn.close()
+
+
 def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
     cfg = AmiConfig("h", username="u", reconnect_min=0.5, reconnect_max=30.0)
     rng = random.Random(1)

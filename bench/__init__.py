@@ -1,0 +1,1 @@
+"""Engine benchmarks: they print numbers and assert nothing about time (see bench/README.md)."""
