@@ -52,11 +52,7 @@ class Tierline:
         db = db or Database(settings.effective_database_url)
         bus = bus or make_bus(settings.redis_url)
         cache = DefinitionCache()
-        policy = CallingPolicy.from_strings(
-            window=settings.calling_window,
-            workdays=settings.workdays,
-            holidays=[d.isoformat() for d in settings.holidays],
-        )
+        policy = settings.calling_policy()
         runtime = Runtime(db, cache, clock, policy, settings.timezone)
         dispatcher = Dispatcher(db, runtime, bus, clock, batch=settings.followup_batch)
 

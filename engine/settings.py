@@ -12,13 +12,15 @@ from datetime import date, time
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from engine.calendar import CallingPolicy
 
 
 class Settings(BaseSettings):
@@ -58,6 +60,18 @@ class Settings(BaseSettings):
     @classmethod
     def _region_upper(cls, v: str) -> str:
         return v.upper()
+
+    @model_validator(mode="after")
+    def _policy_is_sound(self) -> Settings:
+        self.calling_policy()  # a bad window or workday list stops start-up, named
+        return self
+
+    def calling_policy(self) -> CallingPolicy:
+        return CallingPolicy.from_strings(
+            window=self.calling_window,
+            workdays=self.workdays,
+            holidays=[d.isoformat() for d in self.holidays],
+        )
 
     @property
     def effective_database_url(self) -> str:
