@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import time
 
-from engine import phones
+from engine import phones, runtime_settings
 from engine.bus import Bus, make_bus
 from engine.calendar import CallingPolicy
 from engine.clients import NewClient, create_client
@@ -25,6 +27,7 @@ from engine.workflow import default_definition_text
 log = logging.getLogger("tierline.engine")
 
 QUEUE_CHANNEL = "queues"
+SETTINGS_CHANNEL = "settings"
 
 
 @dataclass
@@ -38,6 +41,8 @@ class Tierline:
     runtime: Runtime
     dispatcher: Dispatcher
     timer: WakeupTimer
+    slice_times: list[time] = field(default_factory=list)
+    _tasks: set[asyncio.Task] = field(default_factory=set)
 
     @classmethod
     def build(
@@ -70,7 +75,9 @@ class Tierline:
     async def start(self, *, timers: bool = True) -> None:
         await self.db.migrate()
         await self.ensure_default_workflow()
+        await self.reload_runtime_settings()
         await self.bus.start()
+        self.bus.subscribe(self._on_message)
         if timers:
             await self.timer.start()
 
@@ -92,6 +99,25 @@ class Tierline:
                     note="default definition",
                 )
                 log.info("published the default workflow definition")
+
+    async def reload_runtime_settings(self) -> None:
+        """Calling rules edited by an admin override the start-up configuration."""
+        async with self.db.session() as session:
+            stored = await runtime_settings.load(session, runtime_settings.CALLING)
+        calling = runtime_settings.calling_from(self.settings, stored)
+        self.policy = calling.policy()
+        self.runtime.policy = self.policy
+        self.slice_times = calling.slices()
+
+    def _on_message(self, channel: str, message: dict) -> None:
+        if channel == SETTINGS_CHANNEL:
+            # Another node (or this one) changed the calling rules: re-read them.
+            task = asyncio.get_running_loop().create_task(self.reload_runtime_settings())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def announce_settings_changed(self) -> None:
+        await self.bus.publish(SETTINGS_CHANNEL, {"type": "settings_changed"})
 
     async def apply(self, req: EventRequest) -> Applied:
         applied = await self.runtime.apply(req)

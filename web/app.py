@@ -10,7 +10,7 @@ from aiohttp import web
 from cti_adapter.port import PbxConnector
 from engine.service import Tierline
 from web import pages, ws
-from web.api import calls, clients, cti, health, queue, session, users, workflows
+from web.api import admin, calls, clients, cti, health, queue, session, users, workflows
 from web.keys import PBX, SESSIONS, THROTTLE, TIERLINE
 from web.middleware import errors_as_json, identify
 from web.secrets_store import persistent_secret
@@ -40,7 +40,7 @@ def create_app(
         app.cleanup_ctx.append(_engine_lifecycle)
     # Each module adds its routes and whatever background work it needs (after the engine
     # starts, before it stops: cleanup_ctx runs in order and unwinds in reverse).
-    for module in (health, session, users, clients, queue, workflows, cti, calls, ws, pages):
+    for module in (health, session, users, clients, queue, workflows, cti, calls, admin, ws, pages):
         module.setup(app)
     return app
 
