@@ -31,7 +31,7 @@ from engine.models import (
     User,
 )
 from engine.storage.database import Database
-from engine.workflow import ClientFacts, apply_event
+from engine.workflow import ClientFacts, StateDef, apply_event
 
 log = logging.getLogger("tierline.engine")
 
@@ -144,6 +144,9 @@ class Runtime:
                 last_outcome=req.event,
                 last_contact_at=now if actor is not None else client.last_contact_at,
             )
+            # The row is re-read by whoever needs it; evaluating the WHERE in Python would
+            # only cost time (and would bump the in-memory revision under our feet).
+            .execution_options(synchronize_session=False)
         )
         if result.rowcount != 1:
             raise _conflict(client)
@@ -177,25 +180,9 @@ class Runtime:
                 )
             )
         await _close_pending(session, client.id, now)  # type: ignore[arg-type]
-        session.expire(client)
-        client = await session.get(Client, req.client_id)
-        assert client is not None
-        followup = plan(
-            PlanInput(
-                state=defn.states[target],
-                client=client,
-                attempts=attempts,
-                now=now,
-                policy=self.policy,
-                default_tz=self.default_tz,
-                owner_id=owner_id,
-                picked=req.picked,
-                primary_e164=phone,
-            )
+        followup = await self._schedule(
+            session, defn.states[target], client, attempts, owner_id, phone, req.picked
         )
-        if followup is not None:
-            session.add(followup)
-        await session.flush()
         return Applied(
             client_id=client.id,  # type: ignore[arg-type]
             event=req.event,
@@ -203,7 +190,7 @@ class Runtime:
             to_state=target,
             from_tier=from_tier,
             to_tier=to_tier,
-            revision=client.revision,
+            revision=client.revision + 1,
             transition_id=record.id,  # type: ignore[arg-type]
             kpi=kpi,
             followup=followup,
@@ -248,15 +235,31 @@ class Runtime:
             )
         )
         phone = await _primary_phone(session, client.id)  # type: ignore[arg-type]
+        return await self._schedule(
+            session, defn.states[state], client, 0, client.owner_id, phone, None
+        )
+
+    async def _schedule(
+        self,
+        session: AsyncSession,
+        state: StateDef,
+        client: Client,
+        attempts: int,
+        owner_id: int | None,
+        phone: str | None,
+        picked: datetime | None,
+    ) -> FollowUp | None:
+        """Plan the follow-up of the state the client has just entered, and add it."""
         followup = plan(
             PlanInput(
-                state=defn.states[state],
+                state=state,
                 client=client,
-                attempts=0,
-                now=now,
+                attempts=attempts,
+                now=self.clock.now(),
                 policy=self.policy,
                 default_tz=self.default_tz,
-                owner_id=client.owner_id,
+                owner_id=owner_id,
+                picked=picked,
                 primary_e164=phone,
             )
         )

@@ -125,3 +125,12 @@ async def test_max_unanswered_attempts_moves_the_client_on(tl):
         assert (await s.get(Client, client.id)).state == defn.transition_for(
             "no_answer", rule.on_max_attempts
         ).target
+
+
+async def test_applied_reports_the_revision_that_was_committed(tl):
+    client = await make_client(tl)
+    applied = await tl.apply(EventRequest(client.id, "no_answer"))
+    async with tl.db.session() as s:
+        assert applied.revision == (await s.get(Client, client.id)).revision == 1
+    again = await tl.apply(EventRequest(client.id, "no_answer", expected_revision=applied.revision))
+    assert again.revision == 2
