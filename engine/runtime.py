@@ -100,7 +100,7 @@ class Runtime:
     async def apply_in(self, session: AsyncSession, req: EventRequest) -> Applied:
         """Apply within the caller's transaction (the dispatcher claims and applies together)."""
         now = self.clock.now()
-        client = await session.get(Client, req.client_id)
+        client = await session.get(Client, req.client_id, populate_existing=True)
         if client is None:
             raise NotFound(f"client {req.client_id} does not exist")
         if req.expected_revision is not None and req.expected_revision != client.revision:

@@ -134,3 +134,17 @@ async def test_applied_reports_the_revision_that_was_committed(tl):
         assert applied.revision == (await s.get(Client, client.id)).revision == 1
     again = await tl.apply(EventRequest(client.id, "no_answer", expected_revision=applied.revision))
     assert again.revision == 2
+
+
+async def test_group_commit_applies_successive_events_to_one_client(tl):
+    client = await make_client(tl)
+    results = await tl.runtime.apply_many(
+        [EventRequest(client.id, "no_answer"), EventRequest(client.id, "call_back"),
+         EventRequest(client.id, "payment_received"), EventRequest(client.id, "not_interested")]
+    )
+    assert [getattr(r, "to_state", type(r).__name__) for r in results] == [
+        "no_answer", "call_back_later", "EventNotAllowed", "not_interested"
+    ]
+    async with tl.db.session() as s:
+        assert (await s.get(Client, client.id)).revision == 3
+    assert await tl.check_followups() == []
