@@ -21,6 +21,7 @@ from engine.definitions import DefinitionCache
 from engine.errors import Conflict, InvalidInput, NotFound, TierlineError
 from engine.followups.planner import PlanInput, plan
 from engine.models import (
+    Call,
     Client,
     ClientPhone,
     FollowUp,
@@ -52,6 +53,15 @@ class Applied:
 
 
 @dataclass(frozen=True)
+class CallWrapUp:
+    """The call(s) an outcome was recorded after: they take the outcome in the same commit."""
+
+    call_ids: tuple[int, ...]
+    checklist: dict[str, bool]
+    notes: str
+
+
+@dataclass(frozen=True)
 class EventRequest:
     client_id: int
     event: str
@@ -60,6 +70,7 @@ class EventRequest:
     note: str = ""
     call_id: int | None = None
     picked: datetime | None = None  # the follow-up time the operator agreed with the client
+    wrap_up: CallWrapUp | None = None
 
 
 class Runtime:
@@ -180,6 +191,18 @@ class Runtime:
                 )
             )
         await _close_pending(session, client.id, now)  # type: ignore[arg-type]
+        if req.wrap_up is not None:
+            await session.exec(
+                update(Call)  # type: ignore[call-overload]
+                .where(col(Call.id).in_(req.wrap_up.call_ids))
+                .values(
+                    outcome=req.event,
+                    checklist=req.wrap_up.checklist,
+                    notes=req.wrap_up.notes,
+                    client_id=client.id,
+                )
+                .execution_options(synchronize_session=False)
+            )
         followup = await self._schedule(
             session, defn.states[target], client, attempts, owner_id, phone, req.picked
         )

@@ -1,0 +1,126 @@
+"""GET /api/queue: membership, ordering, overdue and escalated flags (real app, both DBs)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlmodel import col, select
+
+from engine.followups.escalation import sweep_escalations
+from engine.models import AuditEntry
+from tests.conftest import START, sign_in
+from tests.integration.helpers import make_client, make_user
+
+
+async def _queue(web_client, **params) -> list[dict]:
+    resp = await web_client.get("/api/queue", params=params)
+    assert resp.status == 200, await resp.text()
+    return (await resp.json())["items"]
+
+
+def _names(items: list[dict]) -> list[str]:
+    return [i["client"]["name"] for i in items]
+
+
+async def test_queue_membership_and_order(tl, web_client, clock):
+    c1 = await make_user(tl, "cold1", tier="cold")
+    c2 = await make_user(tl, "cold2", tier="cold")
+    await make_user(tl, "sales1", tier="sales")
+    await make_client(tl, "Pool new")  # tier pool, due at once (09:00 Moscow, in window)
+    await make_client(tl, "Mine later", state="call_back_later", owner=c1)  # due in 1 day
+    await make_client(tl, "Theirs later", state="call_back_later", owner=c2)  # c2's own
+    await make_client(tl, "Auto handoff", state="qualified")  # an automatic event, due now
+    await make_client(tl, "Pool retry", state="no_answer")  # tier pool, due in 2 h
+    await make_client(tl, "Sales lead", state="presentation")  # another tier
+    await sign_in(web_client, "cold1")
+
+    now_items = await _queue(web_client)
+    assert _names(now_items) == ["Pool new"]
+    item = now_items[0]
+    assert item["due_at"] == START.isoformat()
+    assert item["when"] == "Mon 23 Nov 09:00 client time (Europe/Moscow)"
+    assert item["kind"] == "call_back" and item["reason"].startswith("Mon 23 Nov 09:00")
+    assert item["overdue"] is False and item["escalated"] is False
+    assert set(item["client"]) == {"id", "name", "company", "tier", "state"}
+
+    await clock.advance(timedelta(hours=2))
+    assert _names(await _queue(web_client)) == ["Pool new", "Pool retry"]
+
+    await clock.advance(timedelta(days=1))
+    items = await _queue(web_client)
+    # Own + pool, oldest first; never c2's personal follow-up, an auto event or sales.
+    assert _names(items) == ["Pool new", "Pool retry", "Mine later"]
+    assert [i["due_at"] for i in items] == sorted(i["due_at"] for i in items)
+
+    await sign_in(web_client, "cold2")
+    assert _names(await _queue(web_client)) == ["Pool new", "Pool retry", "Theirs later"]
+    await sign_in(web_client, "sales1")
+    assert _names(await _queue(web_client)) == ["Sales lead"]
+
+
+async def test_overdue_and_escalated_flags(tl, web_client, clock):
+    c1 = await make_user(tl, "cold1", tier="cold")
+    await make_user(tl, "cold2", tier="cold")
+    await make_client(tl, "Pool new")  # grace 4h, escalates to the supervisor
+    await make_client(tl, "Personal", state="call_back_later", owner=c1)  # grace 1h, tier first
+    await sign_in(web_client, "cold2")
+    assert _names(await _queue(web_client)) == ["Pool new"]
+
+    await clock.advance(timedelta(hours=3))
+    assert [i["overdue"] for i in await _queue(web_client)] == [False]
+    await clock.advance(timedelta(hours=1, minutes=1))
+    assert [i["overdue"] for i in await _queue(web_client)] == [True]
+
+    # A day on, c1's personal call is past its grace: the sweep opens it to the whole tier.
+    await clock.advance(timedelta(days=1))
+    await sweep_escalations(tl.db, tl.bus, tl.clock)
+    items = {i["client"]["name"]: i for i in await _queue(web_client)}
+    assert set(items) == {"Pool new", "Personal"}  # cold2 now sees c1's escalated call
+    assert items["Personal"]["escalated"] is True and items["Personal"]["overdue"] is True
+    assert items["Pool new"]["escalated"] is True  # level 1: told the supervisor
+
+
+async def test_supervisors_pick_a_tier_operators_cannot(tl, web_client, clock):
+    c1 = await make_user(tl, "cold1", tier="cold")
+    await make_user(tl, "boss", role="supervisor", tier=None)
+    await make_client(tl, "Pool new")
+    await make_client(tl, "Personal", state="call_back_later", owner=c1)
+    await make_client(tl, "Sales lead", state="presentation")
+    await clock.advance(timedelta(days=1, hours=1))
+
+    await sign_in(web_client, "boss")
+    assert _names(await _queue(web_client, tier="cold")) == ["Pool new", "Personal"]
+    assert _names(await _queue(web_client, tier="sales")) == ["Sales lead"]
+    assert len(await _queue(web_client)) == 3
+    bad = await web_client.get("/api/queue", params={"tier": "moon"})
+    assert bad.status == 400
+
+    await sign_in(web_client, "cold1")
+    refused = await web_client.get("/api/queue", params={"tier": "sales"})
+    assert refused.status == 403
+    async with tl.db.session() as s:
+        audit = (
+            await s.exec(
+                select(AuditEntry).where(
+                    AuditEntry.action == "queue.read", col(AuditEntry.allowed).is_(False)
+                )
+            )
+        ).all()
+    assert [(a.actor_id, a.target) for a in audit] == [(c1.id, "tier:sales")]
+    assert _names(await _queue(web_client, tier="cold")) == ["Pool new", "Personal"]
+
+
+async def test_a_recorded_outcome_leaves_the_queue(tl, web_client, clock):
+    await make_user(tl, "cold1", tier="cold")
+    client = await make_client(tl, "Pool new")
+    await sign_in(web_client, "cold1")
+    assert _names(await _queue(web_client)) == ["Pool new"]
+    resp = await web_client.post(f"/api/clients/{client.id}/events", json={"event": "no_answer"})
+    assert resp.status == 200
+    assert await _queue(web_client) == []  # the retry is 2 h away
+    await clock.advance(timedelta(hours=2))
+    assert _names(await _queue(web_client)) == ["Pool new"]
+
+
+async def test_queue_needs_a_session(web_client):
+    assert (await web_client.get("/api/queue")).status == 401
