@@ -22,7 +22,8 @@ from engine.workflow import load_definition
 
 
 def serve(settings: Settings, args: argparse.Namespace) -> int:
-    from cti_adapter.fake import FakePbx
+    from cti_adapter.factory import connector_from
+    from engine import runtime_settings
     from web.app import create_app
     from web.secrets_store import persistent_secret
 
@@ -54,8 +55,10 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
                     f"{settings.data_dir / 'demo-password.txt'}",
                     flush=True,
                 )
+        async with tl.db.session() as session:
+            pbx_overrides = await runtime_settings.load(session, runtime_settings.PBX)
         await tl.stop()
-        return create_app(Tierline.build(settings), pbx=FakePbx())
+        return create_app(Tierline.build(settings), pbx=connector_from(settings, pbx_overrides))
 
     app = asyncio.run(prepare())
     print(f"Tierline on http://{args.host}:{args.port}/", flush=True)

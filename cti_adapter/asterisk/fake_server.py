@@ -141,6 +141,11 @@ class FakeAmiServer:
         async with self._login_changed:
             await self._login_changed.wait_for(lambda: self.client_count >= count)
 
+    async def wait_for_logins(self, total: int) -> None:
+        """Until ``total`` successful logins since creation (reconnects count)."""
+        async with self._login_changed:
+            await self._login_changed.wait_for(lambda: self.logins >= total)
+
     async def settle(self) -> None:
         """Until the replays started by Originate have been sent."""
         while self._tasks:

@@ -215,8 +215,7 @@ async def test_drop_clients_reconnects_after_a_backoff(server: FakeAmiServer) ->
             for n in (2, 3):
                 dropped_at = loop.time()
                 await server.drop_clients()
-                while server.logins < n:
-                    await server.wait_for_clients(1)
+                await server.wait_for_logins(n)
                 # Jitter keeps the delay within [50 %, 100 %] of the 0.2 s step.
                 assert loop.time() - dropped_at >= 0.1
                 await conn.wait_connected()
@@ -233,8 +232,7 @@ async def test_a_silent_asterisk_is_noticed_by_ping_and_reconnected(
     try:
         async with asyncio.timeout(WAIT):
             await conn.wait_connected()
-            while server.logins < 2:
-                await server.wait_for_clients(1)
+            await server.wait_for_logins(2)
         assert any(a["Action"] == "Ping" for a in server.actions)
     finally:
         await conn.close()
