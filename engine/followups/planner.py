@@ -71,7 +71,7 @@ def plan(p: PlanInput) -> FollowUp | None:
         grace_s=int(rule.grace.total_seconds()),
         attempt=p.attempts,
         auto_event=auto_event,
-        reason=f"{calendar.describe(due, tz)}: {why}",
+        reason=why[:500],  # the due time itself is shown beside it, in the client's zone
         created_at=p.now,
     )
 

@@ -1,0 +1,252 @@
+"""The operator console in a real Chromium against the real server and its real webhook.
+
+Every wait is on something the operator would see (a selector, a text), never a sleep.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import aiohttp
+import pytest
+from playwright.async_api import expect
+
+from tests.e2e.conftest import (
+    PASSWORD,
+    Server,
+    new_call_id,
+    open_console,
+    screenshot_path,
+    sign_in,
+)
+
+pytestmark = pytest.mark.browser
+
+MOSCOW = ZoneInfo("Europe/Moscow")
+
+
+async def _no_script_errors(page: Any) -> None:
+    assert page.errors == [], f"the page raised: {page.errors}"
+
+
+async def test_sign_in_sends_each_role_to_its_page(page: Any, server: Server) -> None:
+    await sign_in(page, server, "cold1", "not the password")
+    await expect(page.locator("#login-error")).to_contain_text("Wrong username or password")
+    assert page.url.endswith("/login")
+    await page.screenshot(path=screenshot_path("login.png"))
+
+    await sign_in(page, server, "cold1")
+    await page.wait_for_url("**/console")
+    header = page.locator("#who")
+    await expect(header.get_by_test_id("user-name")).to_have_text("Cold1")
+    await expect(header).to_contain_text("operator")
+    await expect(header).to_contain_text("cold")
+    csrf = await page.get_attribute('meta[name="csrf-token"]', "content")
+    assert csrf and len(csrf) > 20
+
+    await page.click("text=Sign out")
+    await page.wait_for_url("**/login")
+    await page.goto(server.base_url + "/console")
+    await page.wait_for_url(re.compile(r"/login\?next=/console$"))
+
+    await sign_in(page, server, "boss")
+    await page.wait_for_url("**/supervisor")
+    response = await page.goto(server.base_url + "/console")
+    assert response is not None and response.status == 403
+    await expect(page.get_by_test_id("forbidden")).to_be_visible()
+    await _no_script_errors(page)
+
+
+async def test_known_caller_pops_card_and_outcome_schedules_next_call(
+    page: Any, server: Server
+) -> None:
+    await open_console(page, server, "cold1")
+    await page.evaluate("window.__sameDocument = true")  # gone if the page ever reloads
+    call_id = new_call_id()
+
+    await server.call_event("ringing", call_id, "8 (916) 555-01-01", "201")
+    card = page.get_by_test_id("card")
+    await expect(card.get_by_test_id("client-name")).to_have_text("Anna Known")
+    await expect(card.get_by_test_id("state")).to_have_text("New lead")
+    await expect(card.locator("button.phone")).to_have_attribute("data-number", "+79165550101")
+    await expect(card.get_by_test_id("script")).to_contain_text("Do you have a minute?")
+    await expect(card.locator(".checklist-item")).to_have_count(2)  # contact, diagnosis
+    await expect(page.get_by_test_id("call-state")).to_have_text("Ringing")
+    await expect(card.get_by_test_id("outcome")).to_be_hidden()
+    await page.screenshot(path=screenshot_path("console-pop.png"))
+
+    await server.call_event("answered", call_id, "8 (916) 555-01-01", "201")
+    await expect(page.get_by_test_id("call-state")).to_have_text("On the call")
+    await expect(card.get_by_test_id("outcome")).to_be_hidden()
+
+    await server.call_event("hangup", call_id, "8 (916) 555-01-01", "201")
+    await expect(page.get_by_test_id("call-state")).to_have_text("Call ended")
+    outcome = card.get_by_test_id("outcome")
+    await expect(outcome).to_be_visible()
+    for event in ("no_answer", "call_back", "not_interested"):
+        await expect(outcome.locator(f'button[data-event="{event}"]')).to_be_visible()
+
+    tomorrow = (datetime.now(MOSCOW) + timedelta(days=1)).replace(hour=12, minute=0)
+    await page.fill("#callback-at", tomorrow.strftime("%Y-%m-%dT%H:%M"))
+    await page.fill("#outcome-note", "asked to call <b>tomorrow</b> at noon")
+    await page.check("#check-contact")
+    await outcome.locator('button[data-event="call_back"]').click()
+
+    card = page.get_by_test_id("card")
+    await expect(card.get_by_test_id("state")).to_have_text("Call back at the agreed time")
+    when = f"{tomorrow.day} "
+    next_followup = card.get_by_test_id("next-followup")
+    await expect(next_followup).to_contain_text("12:00 client time (Europe/Moscow)")
+    await expect(next_followup).to_contain_text(when)
+    await expect(card.get_by_test_id("recorded")).to_contain_text("Recorded.")
+    # The note is shown as text, never as markup.
+    await expect(card.get_by_test_id("history")).to_contain_text("<b>tomorrow</b>")
+    assert await page.locator("#pop b").count() == 0
+    assert await page.evaluate("window.__sameDocument") is True
+    await page.screenshot(path=screenshot_path("console.png"))
+    await _no_script_errors(page)
+
+
+async def test_unknown_caller_becomes_a_lead_from_the_pop(page: Any, server: Server) -> None:
+    await open_console(page, server, "cold2")
+    call_id = new_call_id()
+    await server.call_event("ringing", call_id, "+7 916 555-09-99", "202")
+
+    form = page.get_by_test_id("new-lead")
+    await expect(form).to_be_visible()
+    await expect(form.locator("#lead-phone")).to_have_value("+79165550999")
+    await expect(form.locator("#lead-name")).to_be_focused()
+    await form.locator("#lead-name").fill("Nina New")
+    await form.locator("#lead-company").fill("Newco")
+    await page.screenshot(path=screenshot_path("console-new-lead.png"))
+    await form.locator("button[type=submit]").click()
+
+    card = page.get_by_test_id("card")
+    await expect(card.get_by_test_id("client-name")).to_have_text("Nina New")
+    await expect(card.get_by_test_id("state")).to_have_text("New lead")
+    await expect(card.locator("button.phone")).to_have_attribute("data-number", "+79165550999")
+    await expect(card.get_by_test_id("next-followup")).to_contain_text("client time")
+
+    # The call was linked to the new client: hanging up offers the outcomes for this card.
+    await server.call_event("hangup", call_id, "+7 916 555-09-99", "202")
+    await expect(card.get_by_test_id("outcome")).to_be_visible()
+    await card.locator('button[data-event="no_answer"]').click()
+    await expect(page.get_by_test_id("card").get_by_test_id("state")).to_have_text(
+        "No answer yet"
+    )
+    await _no_script_errors(page)
+
+
+async def test_several_matches_offer_a_chooser(page: Any, server: Server) -> None:
+    await open_console(page, server, "cold3")
+    call_id = new_call_id()
+    await server.call_event("ringing", call_id, "+7 916 555-01-04", "203")
+
+    chooser = page.get_by_test_id("chooser")
+    await expect(chooser).to_contain_text("Tanya Twin")
+    await expect(chooser).to_contain_text("Timur Twin")
+    await chooser.locator(f'button[data-client-id="{server.clients["twin_b"]}"]').click()
+    card = page.get_by_test_id("card")
+    await expect(card.get_by_test_id("client-name")).to_have_text("Timur Twin")
+    await expect(page.get_by_test_id("call-state")).to_have_text("Ringing")
+    await _no_script_errors(page)
+
+
+async def test_another_tiers_client_stays_closed(page: Any, server: Server) -> None:
+    await open_console(page, server, "cold4")
+    sales_id = server.clients["sales"]
+
+    # Opening it the way the page does (the #client= link, then its own fetch) is refused.
+    await page.goto(f"{server.base_url}/console#client={sales_id}")
+    await expect(page.get_by_test_id("forbidden")).to_contain_text("403")
+    await expect(page.locator("#flash")).to_contain_text("403")
+    await expect(page.locator("#pop")).not_to_contain_text("Sergei Sales")
+    status = await page.evaluate(
+        """async (id) => {
+            try { await Tierline.api("GET", "/api/clients/" + id); return 200; }
+            catch (err) { return err.status; }
+        }""",
+        sales_id,
+    )
+    assert status == 403
+
+    # A call from that client pops as "another tier's client", without the card's details.
+    await page.wait_for_selector("body[data-ws=open]")
+    await server.call_event("ringing", new_call_id(), "+7 916 555-01-05", "204")
+    restricted = page.get_by_test_id("restricted")
+    await expect(restricted).to_contain_text("another tier's client")
+    await expect(page.locator("#pop")).not_to_contain_text("Olga Other")
+    await _no_script_errors(page)
+
+
+async def test_someone_elses_change_reloads_the_card(page: Any, server: Server) -> None:
+    await open_console(page, server, "cold5")
+    client_id = server.clients["conflict"]
+    await page.goto(f"{server.base_url}/console#client={client_id}")
+    card = page.get_by_test_id("card")
+    await expect(card.get_by_test_id("state")).to_have_text("New lead")
+    await expect(card.get_by_test_id("outcome")).to_be_visible()
+
+    # A colleague records an outcome for the same client from their own session.
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as other:
+        resp = await other.post(
+            server.base_url + "/api/session", json={"username": "cold2", "password": PASSWORD}
+        )
+        assert resp.status == 200, await resp.text()
+        resp = await other.post(
+            f"{server.base_url}/api/clients/{client_id}/events", json={"event": "no_answer"}
+        )
+        assert resp.status == 200, await resp.text()
+
+    await card.locator('button[data-event="not_interested"]').click()
+    card = page.get_by_test_id("card")
+    await expect(card.get_by_test_id("conflict")).to_contain_text("Someone else changed")
+    await expect(card.get_by_test_id("state")).to_have_text("No answer yet")
+    await expect(page.locator("#flash")).to_contain_text("Someone else changed")
+    await _no_script_errors(page)
+
+
+async def test_console_reconnects_by_itself(page: Any, server: Server) -> None:
+    await open_console(page, server, "cold1")
+    banner = page.locator("#offline-banner")
+    await expect(banner).to_be_hidden()
+    await page.evaluate("TierlineConsole.socket().close()")
+    await expect(banner).to_be_visible()
+    await expect(banner).to_contain_text("reconnecting")
+    await page.wait_for_selector("body[data-ws=open]")
+    await expect(banner).to_be_hidden()
+
+    # The new socket is live: a pop arrives on it.
+    await server.call_event("ringing", new_call_id(), "+7 916 555-01-01", "201")
+    await expect(page.get_by_test_id("card").get_by_test_id("client-name")).to_have_text(
+        "Anna Known"
+    )
+
+    # A reload mid-call loses nothing: the server's hello brings the ringing call back.
+    await page.reload()
+    await page.wait_for_selector("body[data-ws=open]")
+    await expect(page.get_by_test_id("card").get_by_test_id("client-name")).to_have_text(
+        "Anna Known"
+    )
+    await expect(page.get_by_test_id("call-state")).to_have_text("Ringing")
+    await _no_script_errors(page)
+
+
+async def test_queue_lists_due_calls_and_call_next_dials(page: Any, server: Server) -> None:
+    await open_console(page, server, "cold3")
+    queue = page.get_by_test_id("queue")
+    tanya = queue.locator(f'li[data-client-id="{server.clients["twin_a"]}"]')
+    await expect(tanya).to_be_visible()
+    await expect(queue).not_to_contain_text("Sergei Sales")  # another tier's pool
+    first_name = await queue.locator("li .q-name").first.text_content()
+
+    await page.keyboard.press("n")  # "Call next" from the keyboard
+    card = page.get_by_test_id("card")
+    await expect(card.get_by_test_id("client-name")).to_have_text(first_name or "")
+    banner = page.get_by_test_id("call-banner")
+    await expect(banner).to_contain_text("Outgoing call")
+    await expect(banner).to_contain_text("Dialling")
+    await _no_script_errors(page)

@@ -1,0 +1,153 @@
+/* Tierline: what every page shares — translated strings, safe DOM building, the JSON API
+   wrapper (CSRF header, JSON errors shown to the user), and the flash message.
+   Data is only ever put on the page with textContent: never innerHTML. */
+"use strict";
+
+window.Tierline = (function () {
+  const pageData = (function () {
+    const node = document.getElementById("page-data");
+    try {
+      return node ? JSON.parse(node.textContent) : {};
+    } catch (e) {
+      return {};
+    }
+  })();
+  const strings = pageData.strings || {};
+
+  /* t("Hello, {name}", {name: "Ann"}): the translated text with its parameters. */
+  function t(key, params) {
+    let text = Object.prototype.hasOwnProperty.call(strings, key) ? strings[key] : key;
+    if (params) {
+      text = text.replace(/\{(\w+)\}/g, function (m, name) {
+        return Object.prototype.hasOwnProperty.call(params, name) ? String(params[name]) : m;
+      });
+    }
+    return text;
+  }
+
+  /* el("button", {class: "x", onclick: fn, dataset: {id: 1}}, "text", childNode, ...) */
+  function el(tag, attrs) {
+    const node = document.createElement(tag);
+    const props = attrs || {};
+    for (const name of Object.keys(props)) {
+      const value = props[name];
+      if (value === null || value === undefined || value === false) continue;
+      if (name === "class") node.className = value;
+      else if (name === "dataset") Object.assign(node.dataset, value);
+      else if (name.startsWith("on") && typeof value === "function") {
+        node.addEventListener(name.slice(2), value);
+      } else if (name === "text") node.textContent = String(value);
+      else if (value === true) node.setAttribute(name, "");
+      else node.setAttribute(name, String(value));
+    }
+    for (let i = 2; i < arguments.length; i++) append(node, arguments[i]);
+    return node;
+  }
+
+  function append(node, child) {
+    if (child === null || child === undefined || child === false) return;
+    if (Array.isArray(child)) {
+      child.forEach(function (c) { append(node, c); });
+    } else if (child instanceof Node) {
+      node.appendChild(child);
+    } else {
+      node.appendChild(document.createTextNode(String(child)));
+    }
+  }
+
+  function clear(node) {
+    while (node.firstChild) node.removeChild(node.firstChild);
+    return node;
+  }
+
+  function csrfToken() {
+    const meta = document.querySelector('meta[name="csrf-token"]');
+    return meta ? meta.getAttribute("content") : "";
+  }
+
+  class ApiError extends Error {
+    constructor(status, body) {
+      const message = (body && body.message) || t("Something went wrong") + " (HTTP " + status + ")";
+      super(message);
+      this.status = status;
+      this.body = body || {};
+    }
+  }
+
+  /* api("POST", "/api/x", {..}) -> parsed JSON; throws ApiError with the server's message. */
+  async function api(method, url, body) {
+    const headers = { "Accept": "application/json" };
+    const options = { method: method, headers: headers, credentials: "same-origin" };
+    if (method !== "GET" && method !== "HEAD") headers["X-CSRF-Token"] = csrfToken();
+    if (body !== undefined) {
+      headers["Content-Type"] = "application/json";
+      options.body = JSON.stringify(body);
+    }
+    let response;
+    try {
+      response = await fetch(url, options);
+    } catch (e) {
+      throw new ApiError(0, { error: "NetworkError", message: t("Offline — reconnecting…") });
+    }
+    let data = null;
+    const text = await response.text();
+    if (text) {
+      try {
+        data = JSON.parse(text);
+      } catch (e) {
+        data = { message: text.slice(0, 300) };
+      }
+    }
+    if (!response.ok) throw new ApiError(response.status, data);
+    return data;
+  }
+
+  let flashTimer = null;
+
+  /* Show a message to the user; kind: "error" | "info" | "warn". Errors stay until closed. */
+  function flash(message, kind) {
+    const box = document.getElementById("flash");
+    const text = document.getElementById("flash-text");
+    if (!box || !text) return;
+    text.textContent = message;
+    box.className = "flash flash-" + (kind || "info");
+    box.dataset.kind = kind || "info";
+    box.hidden = false;
+    if (flashTimer) clearTimeout(flashTimer);
+    if (kind !== "error") flashTimer = setTimeout(function () { box.hidden = true; }, 8000);
+  }
+
+  function showError(err) {
+    if (err instanceof ApiError && err.status === 401) {
+      flash(t("Sign in again") + ": " + err.message, "error");
+      setTimeout(function () { window.location.href = "/login?next=" +
+        encodeURIComponent(window.location.pathname); }, 1500);
+      return;
+    }
+    const status = err && err.status ? " [" + err.status + "]" : "";
+    flash(((err && err.message) || String(err)) + status, "error");
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    const close = document.getElementById("flash-close");
+    if (close) close.addEventListener("click", function () {
+      document.getElementById("flash").hidden = true;
+    });
+  });
+
+  /* Dates from the API are ISO strings; show them in the operator's own locale. */
+  function formatTime(iso) {
+    if (!iso) return "";
+    const d = new Date(iso);
+    if (isNaN(d.getTime())) return String(iso);
+    return d.toLocaleString(pageData.lang || undefined, {
+      dateStyle: "short", timeStyle: "short",
+    });
+  }
+
+  return {
+    t: t, el: el, clear: clear, api: api, ApiError: ApiError, flash: flash,
+    showError: showError, formatTime: formatTime, csrfToken: csrfToken,
+    user: pageData.user || null,
+  };
+})();
