@@ -1,0 +1,408 @@
+"""Screen-pop latency: webhook request -> the operator's websocket receiving the card.
+
+    python bench/pop_latency.py [--quick]
+
+One process runs Tierline (SQLite, 100,000 clients, 1,000 operators) on a real socket; a
+second process holds 1,000 operator websockets and sends signed ``ringing`` webhooks at a
+fixed rate (open loop), timing each pop from the POST to the pop arriving on the socket.
+Phases:
+
+- pops at 100 and 300 events/s, the pop pushed while the call log commits (the default);
+- the same with the pop pushed only after the commit (``pop_before_commit=False``);
+- a bare push (HTTP request -> hub -> socket, no lookup, no database) at the same rates,
+  and the ratio pop/bare;
+- pops at 100 events/s while a once-a-second broadcast goes to all 1,000 sockets, with the
+  hub yielding every 50 sends, and without yielding.
+
+Prints numbers; asserts nothing about time. --quick: shorter phases (about a minute).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import random
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cti_adapter.fake import FakePbx
+from cti_adapter.webhook import SIGNATURE_HEADER, sign
+from engine.bus import LocalBus
+from engine.definitions import current_version
+from engine.models import Client, ClientPhone, User
+from engine.service import Tierline
+from engine.settings import Settings
+from web.api.cti import PIPELINE
+from web.app import create_app
+from web.keys import SESSIONS
+from web.sessions import COOKIE
+from web.ws import HUB
+
+SECRET = "bench-pbx-secret"
+OPERATORS = 1_000
+CLIENTS = 100_000
+BROADCAST = {"type": "dashboard", "slice": [{"operator": i, "calls": i % 40} for i in range(40)]}
+
+
+# --- data -------------------------------------------------------------------------------
+
+
+def number_of(i: int) -> str:
+    return f"+7916{1_000_000 + i:07d}"
+
+
+async def populate(tl: Tierline) -> None:
+    now = datetime.now(UTC)
+    async with tl.db.transaction() as session:
+        version = await current_version(session)
+        conn = await session.connection()
+        await conn.execute(
+            User.__table__.insert(),  # type: ignore[attr-defined]
+            [
+                {
+                    "username": f"op{i}",
+                    "display_name": f"Operator {i}",
+                    "password_hash": "x",
+                    "role": "operator",
+                    "tier": "cold",
+                    "extension": str(1000 + i),
+                    "active": True,
+                    "norms": {},
+                    "created_at": now,
+                }
+                for i in range(OPERATORS)
+            ],
+        )
+        for start in range(0, CLIENTS, 20_000):
+            ids = range(start + 1, min(CLIENTS, start + 20_000) + 1)
+            await conn.execute(
+                Client.__table__.insert(),  # type: ignore[attr-defined]
+                [
+                    {
+                        "id": i,
+                        "name": f"Client {i}",
+                        "company": f"Company {i % 977}",
+                        "email": None,
+                        "timezone": None,
+                        "segment_class": "regular",
+                        "custom": {},
+                        "owner_id": None,
+                        "source": "bench",
+                        "do_not_call": False,
+                        "created_at": now,
+                        "updated_at": now,
+                        "workflow_version_id": version.id,
+                        "state": "new",
+                        "tier": "cold",
+                        "attempts": 0,
+                        "revision": 0,
+                        "last_contact_at": None,
+                        "last_outcome": None,
+                    }
+                    for i in ids
+                ],
+            )
+            await conn.execute(
+                ClientPhone.__table__.insert(),  # type: ignore[attr-defined]
+                [
+                    {"client_id": i, "e164": number_of(i), "raw": number_of(i), "label": ""}
+                    for i in ids
+                ],
+            )
+
+
+# --- server side --------------------------------------------------------------------------
+
+
+def bench_routes(app: web.Application, state: dict[str, Any]) -> None:
+    filler = {"id": 0, "name": "x" * 40, "phones": [], "history": [], "notes": [], "calls": []}
+
+    async def push(request: web.Request) -> web.Response:
+        body = await request.json()
+        app[HUB].send_to_user(
+            body["user_id"],
+            {
+                "type": "screen_pop",
+                "call_id": body["call_id"],
+                "number": "",
+                "client": filler,
+                "matches": [],
+                "sent_at": "",
+            },
+        )
+        return web.json_response({"accepted": 1}, status=202)
+
+    async def configure(request: web.Request) -> web.Response:
+        body = await request.json()
+        app[PIPELINE].pop_before_commit = body.get("pop_before_commit", True)
+        app[HUB].yield_every = body.get("yield_every", 50)
+        state["broadcast"] = body.get("broadcast", False)
+        return web.json_response({})
+
+    app.router.add_post("/bench/push", push)
+    app.router.add_post("/bench/config", configure)
+
+
+async def broadcaster(app: web.Application, state: dict[str, Any], log: list[float]) -> None:
+    while True:
+        await asyncio.sleep(1.0)
+        if state.get("broadcast"):
+            t0 = time.perf_counter()
+            await app[HUB].broadcast(BROADCAST)
+            log.append(time.perf_counter() - t0)
+
+
+# --- driver (the PBX and the browsers), in its own process ----------------------------------
+
+
+def drive(port: int, sockets: list[tuple[int, str, str]], phases: list[dict], out: Any) -> None:
+    out.send(asyncio.run(_drive(port, sockets, phases)))
+
+
+async def _drive(port: int, sockets: list[tuple[int, str, str]], phases: list[dict]) -> list:
+    base = f"http://127.0.0.1:{port}"
+    pending: dict[str, float] = {}
+    latencies: list[float] = []
+    ws_session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+    http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200))
+
+    async def read(ws: aiohttp.ClientWebSocketResponse) -> None:
+        async for msg in ws:
+            if msg.type is not aiohttp.WSMsgType.TEXT:
+                continue
+            now = time.perf_counter()
+            kind = msg.data[9:22]  # '{"type":"screen_pop"...' without parsing every broadcast
+            if kind.startswith("screen_pop"):
+                t0 = pending.pop(json.loads(msg.data)["call_id"], None)
+                if t0 is not None:
+                    latencies.append(now - t0)
+            elif kind.startswith("ping"):
+                await ws.send_str('{"type":"pong"}')
+
+    gate = asyncio.Semaphore(50)
+
+    async def open_socket(cookie: str) -> asyncio.Task[None]:
+        async with gate:
+            ws = await ws_session.ws_connect(
+                base + "/ws", headers={"Cookie": f"{COOKIE}={cookie}"}, max_msg_size=0
+            )
+            await ws.receive()  # hello
+            return asyncio.create_task(read(ws))
+
+    t0 = time.perf_counter()
+    readers = await asyncio.gather(*(open_socket(c) for _, c, _ in sockets))
+    print(f"  {len(readers)} operator sockets open in {time.perf_counter() - t0:.1f} s", flush=True)
+
+    async def send(mode: str, i: int) -> None:
+        user_id, _, ext = random.choice(sockets)
+        call_id = f"b{i}-{uuid.uuid4().hex[:8]}"
+        pending[call_id] = time.perf_counter()
+        if mode == "bare":
+            async with http.post(
+                base + "/bench/push", json={"user_id": user_id, "call_id": call_id}
+            ):
+                pass
+            return
+        body = json.dumps(
+            {
+                "event": "ringing",
+                "call_id": call_id,
+                "from": number_of(random.randint(1, CLIENTS)),
+                "to": "7000",
+                "extension": ext,
+            }
+        ).encode()
+        async with http.post(
+            base + "/cti/events", data=body, headers={SIGNATURE_HEADER: sign(SECRET, body)}
+        ) as resp:
+            if resp.status != 202:
+                print("  webhook answered", resp.status, await resp.text(), flush=True)
+
+    results = []
+    counter = 0
+    for phase in phases:
+        async with http.post(base + "/bench/config", json=phase["config"]):
+            pass
+        pending.clear()
+        latencies.clear()
+        rate, seconds = phase["rate"], phase["seconds"]
+        tasks = []
+        start = time.perf_counter()
+        for i in range(int(rate * seconds)):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            counter += 1
+            tasks.append(asyncio.create_task(send(phase["mode"], counter)))
+        await asyncio.gather(*tasks)
+        for _ in range(40):
+            if not pending:
+                break
+            await asyncio.sleep(0.05)
+        results.append(
+            {
+                "name": phase["name"],
+                "lat": sorted(latencies),
+                "lost": len(pending),
+                "record": phase.get("record", True),
+            }
+        )
+    for task in readers:
+        task.cancel()
+    await http.close()
+    await ws_session.close()
+    return results
+
+
+# --- report ----------------------------------------------------------------------------------
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    return values[min(len(values) - 1, int(q * len(values)))] * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short phases (about a minute)")
+    args = parser.parse_args()
+    asyncio.run(run(args.quick))
+
+
+async def run(quick: bool) -> None:
+    seconds = 3 if quick else 10
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(
+            data_dir=Path(tmp),
+            pbx_secret=SECRET,
+            session_secret="bench-session-secret-0123456789",
+            default_region="RU",
+            timezone="Europe/Moscow",
+        )
+        tl = Tierline.build(settings, bus=LocalBus())
+        await tl.start(timers=False)
+        t0 = time.perf_counter()
+        await populate(tl)
+        print(
+            f"data: {CLIENTS:,} clients, {OPERATORS:,} operators in "
+            f"{time.perf_counter() - t0:.1f} s (SQLite)",
+            flush=True,
+        )
+
+        app = create_app(tl, pbx=FakePbx(), start_engine=False)
+        state: dict[str, Any] = {}
+        broadcast_times: list[float] = []
+        bench_routes(app, state)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        caster = asyncio.create_task(broadcaster(app, state, broadcast_times))
+
+        codec = app[SESSIONS]
+        sockets = [(i + 1, codec.issue(i + 1)[0], str(1000 + i)) for i in range(OPERATORS)]
+        cfg = {"pop_before_commit": True, "yield_every": 50, "broadcast": False}
+        phases = [
+            {
+                "name": "warm-up",
+                "mode": "pop",
+                "rate": 200,
+                "seconds": 2,
+                "config": cfg,
+                "record": False,
+            },
+            {"name": "pop 100/s", "mode": "pop", "rate": 100, "seconds": seconds, "config": cfg},
+            {"name": "pop 300/s", "mode": "pop", "rate": 300, "seconds": seconds, "config": cfg},
+            {
+                "name": "bare push 100/s",
+                "mode": "bare",
+                "rate": 100,
+                "seconds": seconds,
+                "config": cfg,
+            },
+            {
+                "name": "bare push 300/s",
+                "mode": "bare",
+                "rate": 300,
+                "seconds": seconds,
+                "config": cfg,
+            },
+            {
+                "name": "pop 100/s, pop after commit",
+                "mode": "pop",
+                "rate": 100,
+                "seconds": seconds,
+                "config": {**cfg, "pop_before_commit": False},
+            },
+            {
+                "name": "pop 300/s, pop after commit",
+                "mode": "pop",
+                "rate": 300,
+                "seconds": seconds,
+                "config": {**cfg, "pop_before_commit": False},
+            },
+            {
+                "name": "pop 100/s + 1/s broadcast, yield every 50",
+                "mode": "pop",
+                "rate": 100,
+                "seconds": seconds,
+                "config": {**cfg, "broadcast": True},
+            },
+            {
+                "name": "pop 100/s + 1/s broadcast, no yield",
+                "mode": "pop",
+                "rate": 100,
+                "seconds": seconds,
+                "config": {**cfg, "broadcast": True, "yield_every": 0},
+            },
+        ]
+        receiver, sender = mp.get_context("spawn").Pipe(duplex=False)
+        proc = mp.get_context("spawn").Process(target=drive, args=(port, sockets, phases, sender))
+        proc.start()
+        loop = asyncio.get_running_loop()
+        results = await loop.run_in_executor(None, receiver.recv)
+        await loop.run_in_executor(None, proc.join)
+        caster.cancel()
+        await runner.cleanup()
+        await tl.stop()
+
+    print(f"\n{'phase':46} {'n':>6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'lost':>5}")
+    by_name = {}
+    for r in results:
+        if not r["record"]:
+            continue
+        lat = r["lat"]
+        by_name[r["name"]] = lat
+        print(
+            f"{r['name']:46} {len(lat):6d} {pct(lat, 0.5):8.2f} {pct(lat, 0.99):8.2f} "
+            f"{(lat[-1] * 1000 if lat else float('nan')):8.2f} {r['lost']:5d}"
+        )
+    for rate in (100, 300):
+        pop, bare = by_name[f"pop {rate}/s"], by_name[f"bare push {rate}/s"]
+        print(
+            f"pop/bare at {rate}/s: p50 x{pct(pop, 0.5) / pct(bare, 0.5):.1f}, "
+            f"p99 x{pct(pop, 0.99) / pct(bare, 0.99):.1f}"
+        )
+    if broadcast_times:
+        print(
+            f"broadcast to {OPERATORS} sockets: {len(broadcast_times)} runs, loop time "
+            f"median {sorted(broadcast_times)[len(broadcast_times) // 2] * 1000:.1f} ms"
+        )
+
+
+if __name__ == "__main__":
+    main()

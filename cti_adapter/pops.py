@@ -1,0 +1,184 @@
+"""Screen pops and call-state messages: who gets them and what they show.
+
+A pop is the one thing on the hot path of a ringing call, so it is a handful of indexed
+reads: the extension's operator (cached), the clients with the caller's number, and the
+card when exactly one client matches and the operator may see it. Messages are plain JSON
+dicts (they cross the bus, Redis included).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from engine import phones
+from engine.access import can_see_client
+from engine.clients import card, find_by_phone, summary
+from engine.definitions import DefinitionCache
+from engine.models import Call, Client, User
+from engine.storage.database import Database
+
+POPS_CHANNEL = "pops"
+MAX_MATCHES = 10
+
+
+class OperatorDirectory:
+    """Extension -> the active user on it, cached for ``ttl`` seconds.
+
+    Every ringing event asks this; users change rarely, and a stale entry lives at most
+    ``ttl`` seconds (or until :meth:`invalidate`, which the users API may call). Misses are
+    cached too: a trunk or a ring-group extension with nobody on it must not cost a query
+    per event.
+    """
+
+    def __init__(
+        self, db: Database, *, ttl: float = 5.0, now: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.db = db
+        self.ttl = ttl
+        self._now = now
+        self._entries: dict[str, tuple[float, User | None]] = {}
+
+    async def by_extension(self, extension: str) -> User | None:
+        hit = self._entries.get(extension)
+        if hit is not None and hit[0] > self._now():
+            return hit[1]
+        async with self.db.session() as session:
+            user = (
+                await session.exec(
+                    select(User).where(User.extension == extension, User.active == True)  # noqa: E712
+                )
+            ).first()
+        # Detached: expire_on_commit is off, so the attributes stay readable.
+        self._entries[extension] = (self._now() + self.ttl, user)
+        return user
+
+    def invalidate(self, extension: str | None = None) -> None:
+        if extension is None:
+            self._entries.clear()
+        else:
+            self._entries.pop(extension, None)
+
+
+@dataclass(frozen=True)
+class Lookup:
+    number: str  # E.164, or the raw text when it is not a valid number
+    e164: str | None
+    clients: list[Client]
+
+
+async def lookup(
+    session: AsyncSession, raw: str, region: str, *, linked_client_id: int | None = None
+) -> Lookup:
+    """The clients a number belongs to. A call already linked to a client (click-to-dial,
+    the operator's choice) shows that client whatever else shares the number."""
+    e164 = phones.try_normalize(raw, region) if raw.strip() else None
+    number = e164 or raw
+    if linked_client_id is not None:
+        linked = await session.get(Client, linked_client_id)
+        if linked is not None:
+            return Lookup(number, e164, [linked])
+    if e164 is None:
+        return Lookup(number, None, [])
+    return Lookup(number, e164, await find_by_phone(session, e164, limit=MAX_MATCHES))
+
+
+def restricted(client: Client) -> dict[str, object]:
+    """What an operator of another tier learns: that the caller is someone else's client."""
+    return {"id": client.id, "tier": client.tier, "restricted": True}
+
+
+async def screen_pop(
+    session: AsyncSession,
+    cache: DefinitionCache,
+    viewer: User,
+    call_id: str,
+    found: Lookup,
+    *,
+    default_tz: str,
+    sent_at: datetime | None = None,
+) -> dict[str, object]:
+    """The ``screen_pop`` message of DESIGN.md for ``viewer``."""
+    client: dict[str, object] | None = None
+    matches: list[dict[str, object]] = []
+    if len(found.clients) == 1:
+        only = found.clients[0]
+        if can_see_client(viewer, only):
+            client = await card(session, cache, only.id, default_tz=default_tz)  # type: ignore[arg-type]
+        else:
+            client = restricted(only)
+    elif found.clients:
+        matches = [
+            summary(c) if can_see_client(viewer, c) else restricted(c) for c in found.clients
+        ]
+    return {
+        "type": "screen_pop",
+        "call_id": call_id,
+        "number": found.number,
+        "client": client,
+        "matches": matches,
+        "sent_at": iso(sent_at or datetime.now(UTC)),
+    }
+
+
+def call_state(call: Call, state: str) -> dict[str, object]:
+    """The ``call_state`` message for an answered or hung-up call."""
+    message: dict[str, object] = {
+        "type": "call_state",
+        "call_id": call.pbx_call_id,
+        "state": state,
+        "extension": call.extension,
+    }
+    if state == "hangup":
+        message["duration_s"] = call.duration_s or 0
+        message["long_call"] = call.long_call
+        if call.answered_at is None:
+            message["reason"] = "not_answered"
+    return message
+
+
+def addressed(user_id: int, message: dict[str, object]) -> dict[str, object]:
+    """The envelope on the ``pops`` channel: the hub delivers ``message`` to one user."""
+    return {"user_id": user_id, "message": message}
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+async def live_calls(
+    session: AsyncSession,
+    cache: DefinitionCache,
+    viewer: User,
+    *,
+    region: str,
+    default_tz: str,
+    since: datetime,
+) -> list[dict[str, object]]:
+    """Pops of the viewer's calls still ringing or in progress (for a reconnecting browser)."""
+    if not viewer.extension:
+        return []
+    calls = await session.exec(
+        select(Call)
+        .where(
+            Call.extension == viewer.extension,
+            Call.status.in_(("ringing", "answered")),  # type: ignore[attr-defined]
+            Call.started_at >= since,
+        )
+        .order_by(Call.started_at)  # type: ignore[arg-type]
+        .limit(20)
+    )
+    out = []
+    for call in list(calls):
+        found = await lookup(session, call.number, region, linked_client_id=call.client_id)
+        pop = await screen_pop(
+            session, cache, viewer, call.pbx_call_id, found, default_tz=default_tz
+        )
+        pop["state"] = call.status
+        out.append(pop)
+    return out

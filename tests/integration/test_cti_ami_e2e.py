@@ -1,0 +1,54 @@
+"""A recorded Asterisk call, over a real AMI socket, to the operator's browser.
+
+FakeAmiServer replays the real Asterisk 22 recording ``inbound_answered``; the app's own
+pump reads the AmiConnector's events into the pipeline; the operator's websocket gets the
+pop and the call states.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from sqlmodel import select
+
+from cti_adapter.asterisk import AmiConfig, AmiConnector, FakeAmiServer
+from engine.models import Call
+from tests.integration.helpers import make_client, make_user
+from tests.integration.test_ws_pops import connect, next_of
+from web.app import create_app
+
+RECORDINGS = Path(__file__).resolve().parents[1] / "fixtures" / "ami"
+
+
+async def test_inbound_answered_recording_pops_and_updates(aiohttp_client, tl) -> None:
+    olga = await make_user(tl, "olga", tier="cold", extension="101")
+    ivan = await make_client(tl, "Ivan Petrov", "8 916 123-45-67")
+    server = FakeAmiServer(RECORDINGS, username="cti", secret="secret")
+    await server.start()
+    connector = AmiConnector(
+        AmiConfig(host="127.0.0.1", port=server.port, username="cti", secret="secret")
+    )
+    try:
+        client = await aiohttp_client(create_app(tl, pbx=connector, start_engine=False))
+        _, ws, _ = await connect(aiohttp_client, client.server, "olga")
+        async with asyncio.timeout(5):
+            await server.wait_for_clients(1)
+
+        await server.replay("inbound_answered")
+
+        pop = await next_of(ws, "screen_pop")
+        assert (pop["call_id"], pop["number"]) == ("1795423894.0", "+79161234567")
+        assert (pop["client"]["id"], pop["client"]["name"]) == (ivan.id, "Ivan Petrov")
+        answered = await next_of(ws, "call_state")
+        assert (answered["state"], answered["extension"]) == ("answered", "101")
+        hangup = await next_of(ws, "call_state")
+        # Asterisk's own timestamps: answered at +3.0 s, hung up at +8.0 s of the recording.
+        assert (hangup["state"], hangup["duration_s"], hangup["long_call"]) == ("hangup", 5, False)
+
+        async with tl.db.session() as s:
+            [call] = list(await s.exec(select(Call)))
+        assert (call.operator_id, call.client_id, call.status) == (olga.id, ivan.id, "ended")
+    finally:
+        await connector.close()
+        await server.stop()

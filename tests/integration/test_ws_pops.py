@@ -1,0 +1,331 @@
+"""Screen pops end to end: PBX event in, the right operator's websocket out.
+
+Real websocket clients against the real app (SQLite and PostgreSQL); the PBX is the signed
+webhook or the in-memory FakePbx feeding the app's pump.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import timedelta
+
+import aiohttp
+import pytest
+from aiohttp import WSMsgType
+
+from cti_adapter.webhook import SIGNATURE_HEADER, sign
+from engine.models import Call
+from tests.conftest import sign_in
+from tests.integration.helpers import make_client, make_user
+from web.app import create_app
+from web.ws import HUB, Hub
+
+SECRET = "test-pbx-secret"
+IVAN = "+7 916 123-45-67"
+
+
+async def pbx(client, *events: dict) -> None:
+    body = json.dumps(list(events)).encode()
+    resp = await client.post(
+        "/cti/events", data=body, headers={SIGNATURE_HEADER: sign(SECRET, body)}
+    )
+    assert resp.status == 202, await resp.text()
+
+
+def ev(kind: str, call_id: str, ext: str = "101", number: str = IVAN) -> dict:
+    return {"event": kind, "call_id": call_id, "from": number, "to": "7000", "extension": ext}
+
+
+async def connect(aiohttp_client, server, username: str):
+    """A browser of its own (cookie jar) signed in as ``username``, with its socket open."""
+    browser = await aiohttp_client(server)
+    await sign_in(browser, username)
+    ws = await browser.ws_connect("/ws")
+    hello = await ws.receive_json(timeout=5)
+    assert hello["type"] == "hello"
+    return browser, ws, hello
+
+
+async def next_of(ws, *types: str) -> dict:
+    """The next message of one of ``types``; heartbeats in between are skipped."""
+    while True:
+        msg = await ws.receive_json(timeout=5)
+        if msg["type"] in types:
+            return msg
+        assert msg["type"] == "ping", msg
+
+
+@pytest.fixture
+async def olga(tl):
+    return await make_user(tl, "olga", tier="cold", extension="101")
+
+
+async def test_one_match_pops_the_full_card(web_client, aiohttp_client, tl, olga) -> None:
+    ivan = await make_client(tl, "Ivan Petrov", "8 916 123-45-67")
+    _, ws, _ = await connect(aiohttp_client, web_client.server, "olga")
+
+    await pbx(web_client, ev("ringing", "c1"))
+
+    pop = await next_of(ws, "screen_pop")
+    assert pop["call_id"] == "c1"
+    assert pop["number"] == "+79161234567"
+    assert pop["matches"] == []
+    card = pop["client"]
+    assert (card["id"], card["name"], card["tier"], card["state"]) == (
+        ivan.id,
+        "Ivan Petrov",
+        "cold",
+        "new",
+    )
+    assert card["phones"][0]["e164"] == "+79161234567"
+    assert card["events"] and card["script"] and "next_followup" in card
+    assert pop["sent_at"].endswith("Z")
+
+
+async def test_several_matches_pop_the_list_and_the_choice_links_the_call(
+    web_client, aiohttp_client, tl, olga
+) -> None:
+    a = await make_client(tl, "Ivan Petrov", IVAN)
+    b = await make_client(tl, "Maria Petrova", "89161234567")
+    browser, ws, _ = await connect(aiohttp_client, web_client.server, "olga")
+
+    await pbx(web_client, ev("ringing", "c2"))
+
+    pop = await next_of(ws, "screen_pop")
+    assert pop["client"] is None
+    assert [(m["id"], m["name"]) for m in pop["matches"]] == [
+        (a.id, "Ivan Petrov"),
+        (b.id, "Maria Petrova"),
+    ]
+    resp = await browser.post("/api/calls/c2/link", json={"client_id": b.id})
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["name"] == "Maria Petrova"
+    async with tl.db.session() as s:
+        call = (await s.exec(Call.__table__.select().where(Call.pbx_call_id == "c2"))).one()  # type: ignore[attr-defined]
+    assert call.client_id == b.id
+
+
+async def test_unknown_number_pops_an_empty_card(web_client, aiohttp_client, tl, olga) -> None:
+    _, ws, _ = await connect(aiohttp_client, web_client.server, "olga")
+    await pbx(web_client, ev("ringing", "c3", number="+44 20 7946 0958"))
+    await pbx(web_client, ev("ringing", "c4", number="anonymous"))
+
+    unknown = await next_of(ws, "screen_pop")
+    assert (unknown["number"], unknown["client"], unknown["matches"]) == ("+442079460958", None, [])
+    withheld = await next_of(ws, "screen_pop")
+    assert (withheld["number"], withheld["client"], withheld["matches"]) == ("anonymous", None, [])
+
+
+async def test_another_tiers_client_pops_restricted(web_client, aiohttp_client, tl, olga) -> None:
+    buyer = await make_client(tl, "Big Buyer", IVAN, state="presentation")  # sales tier
+    _, ws, _ = await connect(aiohttp_client, web_client.server, "olga")
+
+    await pbx(web_client, ev("ringing", "c5"))
+
+    pop = await next_of(ws, "screen_pop")
+    assert pop["client"] == {"id": buyer.id, "tier": "sales", "restricted": True}
+    assert "Big Buyer" not in json.dumps(pop)
+
+
+async def test_a_pop_goes_to_its_operator_only(web_client, aiohttp_client, tl, olga) -> None:
+    await make_user(tl, "boris", tier="cold", extension="102")
+    await make_client(tl, "Ivan Petrov", IVAN)
+    _, olga_ws, _ = await connect(aiohttp_client, web_client.server, "olga")
+    _, boris_ws, _ = await connect(aiohttp_client, web_client.server, "boris")
+
+    await pbx(web_client, ev("ringing", "for-olga", ext="101"))
+    assert (await next_of(olga_ws, "screen_pop"))["call_id"] == "for-olga"
+    await pbx(web_client, ev("ringing", "for-boris", ext="102"))
+
+    # Boris's first message after hello is his own call: Olga's never reached him.
+    msg = await next_of(boris_ws, "screen_pop", "call_state")
+    assert msg["call_id"] == "for-boris"
+
+
+async def test_every_tab_gets_the_pop_once(web_client, aiohttp_client, tl, olga) -> None:
+    await make_client(tl, "Ivan Petrov", IVAN)
+    browser, tab1, _ = await connect(aiohttp_client, web_client.server, "olga")
+    tab2 = await browser.ws_connect("/ws")
+    assert (await tab2.receive_json(timeout=5))["type"] == "hello"
+
+    await pbx(web_client, ev("ringing", "c6"))
+    await pbx(web_client, ev("ringing", "c6"))  # the PBX repeats itself
+    await pbx(web_client, ev("answered", "c6"))
+
+    for tab in (tab1, tab2):
+        assert (await next_of(tab, "screen_pop", "call_state"))["type"] == "screen_pop"
+        # The next message is the answer, not the pop again.
+        assert (await next_of(tab, "screen_pop", "call_state"))["type"] == "call_state"
+
+
+async def test_answer_and_hangup_update_the_pop(
+    web_client, aiohttp_client, tl, clock, olga
+) -> None:
+    _, ws, _ = await connect(aiohttp_client, web_client.server, "olga")
+    await pbx(web_client, ev("ringing", "short"), ev("answered", "short"))
+    await clock.advance(timedelta(seconds=599))
+    await pbx(web_client, ev("hangup", "short"))
+    await pbx(web_client, ev("ringing", "long"), ev("answered", "long"))
+    await clock.advance(timedelta(minutes=10))
+    await pbx(web_client, ev("hangup", "long"))
+
+    got = [await next_of(ws, "screen_pop", "call_state") for _ in range(6)]
+    assert [(m["call_id"], m["type"], m.get("state")) for m in got] == [
+        ("short", "screen_pop", None),
+        ("short", "call_state", "answered"),
+        ("short", "call_state", "hangup"),
+        ("long", "screen_pop", None),
+        ("long", "call_state", "answered"),
+        ("long", "call_state", "hangup"),
+    ]
+    assert (got[2]["duration_s"], got[2]["long_call"], got[2]["extension"]) == (599, False, "101")
+    assert (got[5]["duration_s"], got[5]["long_call"]) == (600, True)
+
+
+async def test_a_reconnecting_browser_gets_the_live_calls(
+    web_client, aiohttp_client, tl, olga
+) -> None:
+    ivan = await make_client(tl, "Ivan Petrov", IVAN)
+    browser, ws, hello = await connect(aiohttp_client, web_client.server, "olga")
+    assert hello["live_calls"] == [] and hello["user"]["username"] == "olga"
+    await pbx(web_client, ev("ringing", "c7"))
+    await next_of(ws, "screen_pop")
+    await ws.close()
+
+    again = await browser.ws_connect("/ws")
+    hello = await again.receive_json(timeout=5)
+    [live] = hello["live_calls"]
+    assert (live["type"], live["call_id"], live["client"]["id"]) == ("screen_pop", "c7", ivan.id)
+    # The pop in hello counts as delivered: a late repeat of it does not pop again.
+    await pbx(web_client, ev("ringing", "c7"), ev("answered", "c7"))
+    assert (await next_of(again, "screen_pop", "call_state"))["type"] == "call_state"
+
+    await pbx(web_client, ev("hangup", "c7"))
+    third = await browser.ws_connect("/ws")
+    assert (await third.receive_json(timeout=5))["live_calls"] == []
+
+
+async def test_unauthenticated_socket_is_401(web_client) -> None:
+    resp = await web_client.get("/ws")
+    assert resp.status == 401
+    assert (await resp.json())["error"] == "NotSignedIn"
+    with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+        await web_client.ws_connect("/ws")
+    assert err.value.status == 401
+
+
+async def test_pops_from_the_connector_pump(web_client, aiohttp_client, tl, fake_pbx, olga) -> None:
+    await make_client(tl, "Ivan Petrov", IVAN)
+    _, ws, _ = await connect(aiohttp_client, web_client.server, "olga")
+
+    call_id = fake_pbx.ring(IVAN, "101")
+    pop = await next_of(ws, "screen_pop")
+    assert (pop["call_id"], pop["client"]["name"]) == (call_id, "Ivan Petrov")
+    fake_pbx.answer(call_id, "101")
+    fake_pbx.hang_up(call_id, "101")
+    assert (await next_of(ws, "call_state"))["state"] == "answered"
+    assert (await next_of(ws, "call_state"))["state"] == "hangup"
+
+
+async def test_queue_nudges_reach_the_owner_or_the_tier(
+    web_client, aiohttp_client, tl, olga
+) -> None:
+    await make_user(tl, "sam", tier="sales", extension="201")
+    _, olga_ws, _ = await connect(aiohttp_client, web_client.server, "olga")
+    _, sam_ws, _ = await connect(aiohttp_client, web_client.server, "sam")
+
+    await tl.bus.publish("followups", {"type": "follow_up_due", "tier": "cold", "owner_id": None})
+    await tl.bus.publish("queues", {"type": "queue_changed", "tier": "cold", "owner_id": olga.id})
+    await tl.bus.publish("queues", {"type": "queue_changed", "tier": "sales", "owner_id": None})
+
+    assert (await next_of(olga_ws, "follow_up_due"))["tier"] == "cold"
+    assert (await next_of(olga_ws, "queue_changed"))["owner_id"] == olga.id
+    # Sam (sales) saw neither cold message: his first is the sales one.
+    assert (await next_of(sam_ws, "follow_up_due", "queue_changed"))["tier"] == "sales"
+
+
+async def start_app(aiohttp_client, tl, fake_pbx, hub: Hub):
+    app = create_app(tl, pbx=fake_pbx, start_engine=False)
+    app[HUB] = hub
+    return await aiohttp_client(app)
+
+
+async def test_a_stalled_socket_does_not_delay_another_operators_pop(
+    aiohttp_client, tl, fake_pbx, olga
+) -> None:
+    boris = await make_user(tl, "boris", tier="cold", extension="102")
+    await make_client(tl, "Ivan Petrov", IVAN)
+    hub = Hub(queue_size=8)
+    client = await start_app(aiohttp_client, tl, fake_pbx, hub)
+    _, olga_ws, _ = await connect(aiohttp_client, client.server, "olga")
+    stalled = await aiohttp_client(client.server)
+    await sign_in(stalled, "boris")
+    boris_ws = await stalled.ws_connect("/ws")  # and never reads again
+    [boris_conn] = hub.sockets(boris.id)
+
+    big = {"type": "queue_changed", "padding": "x" * 1_000_000}
+    for _ in range(100):  # until boris's writer is stuck on a full TCP window
+        hub.send_to_user(boris.id, big)
+        await asyncio.sleep(0.02)
+        if boris_conn.queue.qsize() >= 2:
+            break
+    assert boris_conn.queue.qsize() >= 2, "the socket never stalled"
+
+    await pbx(client, ev("ringing", "c8", ext="101"))
+    assert (await next_of(olga_ws, "screen_pop"))["call_id"] == "c8"
+    # Olga had her pop while Boris's messages were still waiting behind his stuck socket.
+    assert boris_conn.queue.qsize() >= 2 and not boris_conn.closed
+
+    while not boris_conn.closed:
+        hub.send_to_user(boris.id, big)
+    assert hub.overflows == 1
+    assert hub.sockets(boris.id) == []
+    assert boris_conn.close_reason == "too slow: reconnect"
+    # A later pop for Olga is unaffected.
+    await pbx(client, ev("ringing", "c9", ext="101"))
+    assert (await next_of(olga_ws, "screen_pop"))["call_id"] == "c9"
+    await boris_ws.close()
+
+
+async def test_heartbeats_close_a_socket_that_stops_answering(
+    aiohttp_client, tl, fake_pbx, olga
+) -> None:
+    client = await start_app(aiohttp_client, tl, fake_pbx, Hub(heartbeat=0.05, dead_after=0.3))
+    browser, alive, _ = await connect(aiohttp_client, client.server, "olga")
+    silent = await browser.ws_connect("/ws")
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 0.6
+    pings = 0
+    while loop.time() < deadline:
+        msg = await alive.receive_json(timeout=1)
+        assert msg["type"] == "ping"
+        pings += 1
+        await alive.send_json({"type": "pong"})
+
+    assert pings >= 3
+    assert not alive.closed
+    # The silent tab read its pings but never answered: closed.
+    while True:
+        msg = await silent.receive(timeout=1)
+        if msg.type is not WSMsgType.TEXT:
+            break
+        assert json.loads(msg.data)["type"] in ("hello", "ping")
+    assert (msg.type, msg.data, msg.extra) == (WSMsgType.CLOSE, 1001, "no pong")
+
+
+async def test_click_to_dial_pops_the_chosen_client(
+    web_client, aiohttp_client, tl, clock, fake_pbx, olga
+) -> None:
+    await clock.advance(timedelta(hours=2))  # inside the calling window
+    await make_client(tl, "Ivan Petrov", IVAN)
+    maria = await make_client(tl, "Maria Petrova", IVAN)  # the same number: two matches
+    browser, ws, _ = await connect(aiohttp_client, web_client.server, "olga")
+
+    resp = await browser.post("/api/calls/dial", json={"client_id": maria.id, "number": IVAN})
+    assert resp.status == 202, await resp.text()
+
+    pop = await next_of(ws, "screen_pop")
+    assert pop["call_id"] == (await resp.json())["call_id"]
+    assert (pop["client"]["id"], pop["matches"]) == (maria.id, [])
