@@ -208,23 +208,6 @@ async def console(request: web.Request) -> web.Response:
     return render(request, "console.html", {"title": "Operator console"})
 
 
-async def _placeholder(request: web.Request, role: Role, title: str) -> web.Response:
-    user = _require(request, role)
-    if isinstance(user, web.Response):
-        return user
-    return render(request, "placeholder.html", {"title": title})
-
-
-@routes.get("/supervisor")
-async def supervisor(request: web.Request) -> web.Response:
-    return await _placeholder(request, Role.SUPERVISOR, "Supervisor dashboard")
-
-
-@routes.get("/admin")
-async def admin(request: web.Request) -> web.Response:
-    return await _placeholder(request, Role.ADMIN, "Administration")
-
-
 def setup(app: web.Application) -> None:
     aiohttp_jinja2.setup(
         app,
@@ -233,4 +216,9 @@ def setup(app: web.Application) -> None:
         undefined=jinja2.StrictUndefined,
     )
     app.add_routes(routes)
+    # The supervisor and admin pages live in their own module; imported here, not at the
+    # top, because that module builds on this one's render().
+    from web import pages_staff
+
+    pages_staff.setup(app)
     app.router.add_static("/static/", STATIC, name="static", append_version=False)
