@@ -10,7 +10,18 @@ from aiohttp import web
 from cti_adapter.port import PbxConnector
 from engine.service import Tierline
 from web import pages, ws
-from web.api import admin, calls, clients, cti, health, queue, session, users, workflows
+from web.api import (
+    admin,
+    calls,
+    clients,
+    cti,
+    health,
+    queue,
+    segments,
+    session,
+    users,
+    workflows,
+)
 from web.keys import PBX, SESSIONS, THROTTLE, TIERLINE
 from web.middleware import errors_as_json, identify
 from web.secrets_store import persistent_secret

@@ -82,6 +82,10 @@ def _parser() -> argparse.ArgumentParser:
         run=c.followups_check
     )
 
+    from web.cli_import import add_import_parser
+
+    add_import_parser(sub)
+
     sim = sub.add_parser("simulate", help="send PBX events").add_subparsers(required=True)
     call = sim.add_parser("call", help="simulate an inbound call through the webhook")
     call.add_argument("--from", dest="from_number", required=True)

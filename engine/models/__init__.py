@@ -4,6 +4,14 @@ from engine.models.audit import AppSetting, AuditEntry, KpiEvent
 from engine.models.calls import LONG_CALL_SECONDS, Call, CallEventRecord
 from engine.models.clients import Client, ClientNote, ClientPhone, SegmentClass
 from engine.models.followups import FollowUp, FollowUpStatus
+from engine.models.segments import (
+    Group,
+    GroupMember,
+    ImportJob,
+    ImportRowError,
+    ImportStatus,
+    SavedFilter,
+)
 from engine.models.users import Role, User
 from engine.models.workflow import TransitionRecord, WorkflowVersion
 
@@ -18,8 +26,14 @@ __all__ = [
     "ClientPhone",
     "FollowUp",
     "FollowUpStatus",
+    "Group",
+    "GroupMember",
+    "ImportJob",
+    "ImportRowError",
+    "ImportStatus",
     "KpiEvent",
     "Role",
+    "SavedFilter",
     "SegmentClass",
     "TransitionRecord",
     "User",
