@@ -51,7 +51,8 @@ def create_app(
         app.cleanup_ctx.append(_engine_lifecycle)
     # Each module adds its routes and whatever background work it needs (after the engine
     # starts, before it stops: cleanup_ctx runs in order and unwinds in reverse).
-    for module in (health, session, users, clients, queue, workflows, cti, calls, admin, ws, pages):
+    modules = (health, session, users, clients, queue, workflows, segments, cti, calls, admin)
+    for module in (*modules, ws, pages):
         module.setup(app)
     return app
 
