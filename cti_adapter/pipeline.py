@@ -30,12 +30,19 @@ from sqlalchemy import tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
-from sqlmodel import select
+from sqlmodel import Session, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from cti_adapter.events import CallEvent, CallEventType
-from cti_adapter.pops import POPS_CHANNEL, OperatorDirectory, addressed, call_state, lookup
-from cti_adapter.pops import screen_pop as build_pop
+from cti_adapter.pops import (
+    POPS_CHANNEL,
+    Lookup,
+    OperatorDirectory,
+    addressed,
+    call_state,
+    lookup_sync,
+    screen_pop_sync,
+)
 from engine import phones
 from engine.clients import find_by_phone
 from engine.errors import Unavailable
@@ -128,31 +135,27 @@ class CtiPipeline:
         if user is None:
             return 0
         tl = self.tl
-        async with tl.db.session() as session:
+        region, tz, sent_at = tl.settings.default_region, tl.settings.timezone, tl.clock.now()
+
+        def build(session: Session) -> tuple[Lookup, dict[str, object]]:
+            # One hop to the database for the whole pop: lookup and card together.
             linked = None
             if ev.event is CallEventType.DIALING:
                 # Click-to-dial wrote the row first: show the client the operator chose.
-                linked = (
-                    await session.exec(
-                        select(Call.client_id).where(
-                            Call.pbx_call_id == ev.call_id, Call.extension == ev.extension
-                        )
+                linked = session.exec(
+                    select(Call.client_id).where(
+                        Call.pbx_call_id == ev.call_id, Call.extension == ev.extension
                     )
                 ).first()
-            found = await lookup(
-                session, ev.customer_number, tl.settings.default_region, linked_client_id=linked
+            found = lookup_sync(session, ev.customer_number, region, linked_client_id=linked)
+            message = screen_pop_sync(
+                session, tl.cache, user, ev.call_id, found, default_tz=tz, sent_at=sent_at
             )
-            if matched is not None and not matched.done():
-                matched.set_result(found.clients[0].id if len(found.clients) == 1 else None)
-            message = await build_pop(
-                session,
-                tl.cache,
-                user,
-                ev.call_id,
-                found,
-                default_tz=tl.settings.timezone,
-                sent_at=tl.clock.now(),
-            )
+            return found, message
+
+        found, message = await tl.db.read(build)
+        if matched is not None and not matched.done():
+            matched.set_result(found.clients[0].id if len(found.clients) == 1 else None)
         await tl.bus.publish(POPS_CHANNEL, addressed(user.id, message))  # type: ignore[arg-type]
         return 1
 

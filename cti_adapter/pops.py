@@ -13,12 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlmodel import select
+from sqlmodel import Session, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine import phones
 from engine.access import can_see_client
-from engine.clients import card, find_by_phone, summary
+from engine.clients import card_sync, find_by_phone_sync, summary
 from engine.definitions import DefinitionCache
 from engine.models import Call, Client, User
 from engine.storage.database import Database
@@ -75,17 +75,25 @@ class Lookup:
 async def lookup(
     session: AsyncSession, raw: str, region: str, *, linked_client_id: int | None = None
 ) -> Lookup:
+    return await session.run_sync(
+        lambda s: lookup_sync(s, raw, region, linked_client_id=linked_client_id)
+    )
+
+
+def lookup_sync(
+    session: Session, raw: str, region: str, *, linked_client_id: int | None = None
+) -> Lookup:
     """The clients a number belongs to. A call already linked to a client (click-to-dial,
     the operator's choice) shows that client whatever else shares the number."""
     e164 = phones.try_normalize(raw, region) if raw.strip() else None
     number = e164 or raw
     if linked_client_id is not None:
-        linked = await session.get(Client, linked_client_id)
+        linked = session.get(Client, linked_client_id)
         if linked is not None:
             return Lookup(number, e164, [linked])
     if e164 is None:
         return Lookup(number, None, [])
-    return Lookup(number, e164, await find_by_phone(session, e164, limit=MAX_MATCHES))
+    return Lookup(number, e164, find_by_phone_sync(session, e164, limit=MAX_MATCHES))
 
 
 def restricted(client: Client) -> dict[str, object]:
@@ -103,13 +111,30 @@ async def screen_pop(
     default_tz: str,
     sent_at: datetime | None = None,
 ) -> dict[str, object]:
+    return await session.run_sync(
+        lambda s: screen_pop_sync(
+            s, cache, viewer, call_id, found, default_tz=default_tz, sent_at=sent_at
+        )
+    )
+
+
+def screen_pop_sync(
+    session: Session,
+    cache: DefinitionCache,
+    viewer: User,
+    call_id: str,
+    found: Lookup,
+    *,
+    default_tz: str,
+    sent_at: datetime | None = None,
+) -> dict[str, object]:
     """The ``screen_pop`` message of DESIGN.md for ``viewer``."""
     client: dict[str, object] | None = None
     matches: list[dict[str, object]] = []
     if len(found.clients) == 1:
         only = found.clients[0]
         if can_see_client(viewer, only):
-            client = await card(session, cache, only.id, default_tz=default_tz)  # type: ignore[arg-type]
+            client = card_sync(session, cache, only.id, default_tz=default_tz)  # type: ignore[arg-type]
         else:
             client = restricted(only)
     elif found.clients:

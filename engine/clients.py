@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine import phones
@@ -84,7 +84,11 @@ async def create_client(
 
 
 async def find_by_phone(session: AsyncSession, e164: str, limit: int = 10) -> list[Client]:
-    rows = await session.exec(
+    return await session.run_sync(find_by_phone_sync, e164, limit)
+
+
+def find_by_phone_sync(session: Session, e164: str, limit: int = 10) -> list[Client]:
+    rows = session.exec(
         select(Client)
         .join(ClientPhone, col(ClientPhone.client_id) == col(Client.id))
         .where(ClientPhone.e164 == e164)
@@ -108,42 +112,50 @@ def summary(client: Client) -> dict[str, object]:
 async def card(
     session: AsyncSession, cache: DefinitionCache, client_id: int, *, default_tz: str
 ) -> dict[str, object]:
-    client = await session.get(Client, client_id)
+    return await session.run_sync(lambda s: card_sync(s, cache, client_id, default_tz=default_tz))
+
+
+def card_sync(
+    session: Session, cache: DefinitionCache, client_id: int, *, default_tz: str
+) -> dict[str, object]:
+    """The operator's card. Synchronous, so the screen pop can build it in one worker-thread
+    hop (Database.read); the async API runs the same code through ``run_sync``."""
+    client = session.get(Client, client_id)
     if client is None:
         raise NotFound(f"client {client_id} does not exist")
-    defn = await cache.get(session, client.workflow_version_id)
+    defn = cache.get_sync(session, client.workflow_version_id)
     numbers = list(
-        await session.exec(
+        session.exec(
             select(ClientPhone).where(ClientPhone.client_id == client_id).order_by(ClientPhone.id)
         )
     )
     tz = client_timezone(client, numbers[0].e164 if numbers else None, default_tz)
     followup = (
-        await session.exec(
+        session.exec(
             select(FollowUp).where(
                 FollowUp.client_id == client_id, FollowUp.status == FollowUpStatus.PENDING
             )
         )
     ).first()
-    calls = await session.exec(
+    calls = session.exec(
         select(Call)
         .where(Call.client_id == client_id)
         .order_by(col(Call.started_at).desc())
         .limit(5)
     )
-    history = await session.exec(
+    history = session.exec(
         select(TransitionRecord)
         .where(TransitionRecord.client_id == client_id)
         .order_by(col(TransitionRecord.id).desc())
         .limit(10)
     )
-    notes = await session.exec(
+    notes = session.exec(
         select(ClientNote)
         .where(ClientNote.client_id == client_id)
         .order_by(col(ClientNote.id).desc())
         .limit(10)
     )
-    owner = await session.get(User, client.owner_id) if client.owner_id else None
+    owner = session.get(User, client.owner_id) if client.owner_id else None
     state = defn.states.get(client.state)
     return {
         **summary(client),

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import func, update
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine.errors import InvalidInput, NotFound
@@ -37,10 +37,21 @@ class DefinitionCache:
             defn = self.remember(row)
         return defn
 
+    def get_sync(self, session: Session, version_id: int) -> WorkflowDefinition:
+        """The same, for reads that run on a synchronous session (see Database.read)."""
+        defn = self._by_id.get(version_id)
+        if defn is None:
+            row = session.get(WorkflowVersion, version_id)
+            if row is None:
+                raise NotFound(f"workflow version {version_id} does not exist")
+            defn = self.remember(row)
+        return defn
+
     def remember(self, row: WorkflowVersion) -> WorkflowDefinition:
         assert row.id is not None
         defn = self._by_id.get(row.id)
-        if defn is None:
+        # An id can come back: SQLite gives a rolled-back insert's id to the next one.
+        if defn is None or defn.digest != row.digest:
             defn = load_definition(row.source)
             self._by_id[row.id] = defn
         return defn
@@ -166,7 +177,7 @@ async def publish(
     session.add(row)
     await session.flush()
     assert row.id is not None
-    cache.remember(row)
+    # Not cached here: the caller's transaction may still roll back (see remember).
     for old, target in mapping.items():
         tier = new.tier_of(target)
         rule = new.states[target].follow_up

@@ -7,21 +7,24 @@ nodes); only the URL differs.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import event, text
-from sqlalchemy.engine import Connection
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlmodel import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine.errors import Unavailable
+
+T = TypeVar("T")
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -42,6 +45,7 @@ class Database:
         # SQLite has one writer at a time; queueing writers here, rather than letting them
         # meet SQLITE_BUSY inside the driver, keeps every write short and in order.
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
+        self._sync_engine: Engine | None = None
         self._sessions = async_sessionmaker(
             self.engine, class_=AsyncSession, expire_on_commit=False
         )
@@ -58,6 +62,30 @@ class Database:
             return
         async with self._write_lock, self._sessions() as session, session.begin():
             yield session
+
+    async def read(self, fn: Callable[[Session], T]) -> T:
+        """Run a read-only ``fn(session)`` with a synchronous session, in as few hops as possible.
+
+        On SQLite every statement through aiosqlite is a round trip between threads (~250 µs,
+        measured: a screen pop made 82 of them); here the whole read runs in one worker thread
+        on its own connection (WAL lets it read beside the writer). On PostgreSQL asyncpg is
+        cheap per statement, so ``fn`` runs on the async session's sync facade.
+        """
+        if not self.is_sqlite:
+            async with self._sessions() as session:
+                return await session.run_sync(fn)
+        if self._sync_engine is None:
+            self._sync_engine = create_engine(
+                self.url.replace("+aiosqlite", ""), connect_args={"timeout": 30}
+            )
+            event.listen(self._sync_engine, "connect", _sqlite_pragmas)
+        engine = self._sync_engine
+
+        def run() -> T:
+            with Session(engine) as session:
+                return fn(session)
+
+        return await asyncio.to_thread(run)
 
     async def ping(self) -> bool:
         try:
@@ -85,6 +113,8 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self._sync_engine is not None:
+            self._sync_engine.dispose()
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
