@@ -31,7 +31,6 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, select
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from cti_adapter.events import CallEvent, CallEventType
 from cti_adapter.pops import (
@@ -44,9 +43,9 @@ from cti_adapter.pops import (
     screen_pop_sync,
 )
 from engine import phones
-from engine.clients import find_by_phone
+from engine.clients import find_by_phone_sync
 from engine.errors import Unavailable
-from engine.models import LONG_CALL_SECONDS, Call, CallEventRecord
+from engine.models import LONG_CALL_SECONDS, Call, CallEventRecord, User
 from engine.service import Tierline
 
 log = logging.getLogger("tierline.cti")
@@ -179,21 +178,25 @@ class CtiPipeline:
         self, events: list[CallEvent], hints: dict[Key, Any]
     ) -> list[tuple[CallEvent, Call | None]]:
         now = self.tl.clock.now()
+        # The directory is async (cached); resolve operators before the write's one hop.
+        operators = {ev.extension: await self.directory.by_extension(ev.extension) for ev in events}
+
+        def write(session: Session) -> list[tuple[CallEvent, Call | None]]:
+            fresh = self._insert_records(session, events, now)
+            return [
+                (ev, self._apply(session, ev, now, hints.get(ev.dedup_key, _UNKNOWN), operators))
+                for ev in events
+                if ev.dedup_key in fresh
+            ]
+
         try:
-            async with self.tl.db.transaction() as session:
-                fresh = await self._insert_records(session, events, now)
-                changed = []
-                for ev in events:
-                    if ev.dedup_key in fresh:
-                        hint = hints.get(ev.dedup_key, _UNKNOWN)
-                        changed.append((ev, await self._apply(session, ev, now, hint)))
-            return changed
+            return await self.tl.db.write(write)
         except DBAPIError as exc:
             # The PBX retries on a 5xx: say "later", not "your event is wrong".
             raise Unavailable(f"the call log cannot be written: {exc.orig}") from exc
 
-    async def _insert_records(
-        self, session: AsyncSession, events: list[CallEvent], now: datetime
+    def _insert_records(
+        self, session: Session, events: list[CallEvent], now: datetime
     ) -> set[tuple[str, str, str]]:
         if not events:
             return set()
@@ -218,21 +221,26 @@ class CtiPipeline:
             .on_conflict_do_nothing(index_elements=["pbx_call_id", "event", "extension"])
             .returning(table.c.pbx_call_id, table.c.event, table.c.extension)
         )
-        result = await session.exec(stmt)
+        result = session.exec(stmt)
         return {(r[0], r[1], r[2]) for r in result}
 
-    async def _apply(
-        self, session: AsyncSession, ev: CallEvent, now: datetime, hint: Any
+    def _apply(
+        self,
+        session: Session,
+        ev: CallEvent,
+        now: datetime,
+        hint: Any,
+        operators: dict[str, User | None],
     ) -> Call | None:
         at = ev.at or now
         if ev.event in _POPPING:
             # One statement: a row written by click-to-dial (or a repeat) stays as it is.
-            await self._create_call(session, ev, at, hint)
+            self._create_call(session, ev, at, hint, operators.get(ev.extension))
             return None
-        call = await self._call_row(session, ev)
+        call = self._call_row(session, ev)
         if call is None:  # the ringing never reached us
-            await self._create_call(session, ev, at, hint)
-            call = await self._call_row(session, ev)
+            self._create_call(session, ev, at, hint, operators.get(ev.extension))
+            call = self._call_row(session, ev)
             assert call is not None
         if ev.event is CallEventType.ANSWERED:
             if call.answered_at is None:
@@ -246,30 +254,29 @@ class CtiPipeline:
             call.duration_s = max(0, int(talk))
             call.long_call = call.duration_s >= LONG_CALL_SECONDS
         session.add(call)
-        await session.flush()
+        session.flush()
         return call
 
-    async def _call_row(self, session: AsyncSession, ev: CallEvent) -> Call | None:
+    def _call_row(self, session: Session, ev: CallEvent) -> Call | None:
         stmt = select(Call).where(
             tuple_(Call.pbx_call_id, Call.extension) == (ev.call_id, ev.extension)
         )
         if not self.tl.db.is_sqlite:
             stmt = stmt.with_for_update()  # two events of one call in two requests at once
-        return (await session.exec(stmt)).first()
+        return session.exec(stmt).first()
 
-    async def _create_call(
-        self, session: AsyncSession, ev: CallEvent, at: datetime, hint: Any
+    def _create_call(
+        self, session: Session, ev: CallEvent, at: datetime, hint: Any, operator: User | None
     ) -> None:
-        operator = await self.directory.by_extension(ev.extension)
         e164 = phones.try_normalize(ev.customer_number, self.tl.settings.default_region)
         client_id = None if hint is _UNKNOWN else hint
         if hint is _UNKNOWN and e164 is not None:
-            matches = await find_by_phone(session, e164, limit=2)
+            matches = find_by_phone_sync(session, e164, limit=2)
             if len(matches) == 1:
                 client_id = matches[0].id
         table = Call.__table__  # type: ignore[attr-defined]
         insert = sqlite_insert if self.tl.db.is_sqlite else pg_insert
-        await session.exec(
+        session.exec(
             insert(table)
             .values(
                 pbx_call_id=ev.call_id,

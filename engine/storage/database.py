@@ -74,18 +74,40 @@ class Database:
         if not self.is_sqlite:
             async with self._sessions() as session:
                 return await session.run_sync(fn)
-        if self._sync_engine is None:
-            self._sync_engine = create_engine(
-                self.url.replace("+aiosqlite", ""), connect_args={"timeout": 30}
-            )
-            event.listen(self._sync_engine, "connect", _sqlite_pragmas)
-        engine = self._sync_engine
+        engine = self._sync()
 
         def run() -> T:
             with Session(engine) as session:
                 return fn(session)
 
         return await asyncio.to_thread(run)
+
+    async def write(self, fn: Callable[[Session], T]) -> T:
+        """Run ``fn(session)`` in one transaction on a synchronous session, committed on return.
+
+        The write twin of :meth:`read`: on SQLite the whole transaction is one worker-thread
+        hop, taken in turn with every other writer (the same lock as :meth:`transaction`).
+        """
+        if not self.is_sqlite:
+            async with self._sessions() as session, session.begin():
+                return await session.run_sync(fn)
+        engine = self._sync()
+
+        def run() -> T:
+            with Session(engine, expire_on_commit=False) as session, session.begin():
+                return fn(session)
+
+        assert self._write_lock is not None
+        async with self._write_lock:
+            return await asyncio.to_thread(run)
+
+    def _sync(self) -> Engine:
+        if self._sync_engine is None:
+            self._sync_engine = create_engine(
+                self.url.replace("+aiosqlite", ""), connect_args={"timeout": 30}
+            )
+            event.listen(self._sync_engine, "connect", _sqlite_pragmas)
+        return self._sync_engine
 
     async def ping(self) -> bool:
         try:
