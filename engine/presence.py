@@ -96,9 +96,16 @@ async def attention_followups(session: AsyncSession, now: datetime, limit: int =
         select(FollowUp)
         .where(
             col(FollowUp.status) == FollowUpStatus.PENDING,
-            col(FollowUp.auto_event).is_(None),
-            (col(FollowUp.escalation_level) > 0)
-            | (col(FollowUp.due_at) < now - timedelta(hours=1)),
+            # A call overdue or escalated, or an automatic event that was fired, refused and
+            # escalated: both need a person.
+            (
+                col(FollowUp.auto_event).is_(None)
+                & (
+                    (col(FollowUp.escalation_level) > 0)
+                    | (col(FollowUp.due_at) < now - timedelta(hours=1))
+                )
+            )
+            | (col(FollowUp.auto_event).is_not(None) & col(FollowUp.fired_at).is_not(None)),
         )
         .order_by(col(FollowUp.escalation_level).desc(), col(FollowUp.due_at))
         .limit(limit)
@@ -113,6 +120,7 @@ async def attention_followups(session: AsyncSession, now: datetime, limit: int =
             "kind": f.kind,
             "escalation_level": f.escalation_level,
             "reason": f.reason,
+            "automatic_failed": f.auto_event is not None,
         }
         for f in rows
     ]

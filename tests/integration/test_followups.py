@@ -411,6 +411,12 @@ async def test_automatic_event_the_definition_no_longer_allows_goes_to_the_super
     assert (again.applied, again.failed) == (0, 0)  # not retried in a loop, not re-audited
     assert len(await audit(tl, "followup.auto_failed")) == 1
     assert await tl.check_followups() == []
+    # The supervisor's live view lists it: a person has to decide what happens next.
+    from engine.presence import attention_followups
+
+    async with tl.db.session() as s:
+        attention = await attention_followups(s, clock.now())
+    assert [(a["followup_id"], a["automatic_failed"]) for a in attention] == [(fu.id, True)]
 
 
 # ---- the invariant -----------------------------------------------------------------------
