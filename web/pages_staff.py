@@ -28,6 +28,7 @@ from engine.workflow import parse_definition
 from engine.workflow.diagram import render_svg
 from web import pages
 from web.api.session import read_json
+from web.api.workflows import outline as outline_of
 from web.keys import TIERLINE
 from web.middleware import current_user
 
@@ -154,19 +155,10 @@ async def diagram_of_source(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/workflows/outline")
-async def outline(request: web.Request) -> web.Response:
+async def draft_outline(request: web.Request) -> web.Response:
     current_user(request, Role.ADMIN)
     defn = parse_definition(_source(await read_json(request)))
-    return web.json_response(
-        {
-            "tiers": list(defn.tiers),
-            "initial": defn.initial,
-            "states": [
-                {"name": s.name, "title": s.title, "tier": s.tier, "final": s.final, "kpi": s.kpi}
-                for s in defn.states.values()
-            ],
-        }
-    )
+    return web.json_response(outline_of(defn))
 
 
 # ---- supervisor helpers -------------------------------------------------------------------

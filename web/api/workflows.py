@@ -65,14 +65,21 @@ async def get_current(request: web.Request) -> web.Response:
             **_version_json(row, names),
             "source": row.source,
             "diagram": defn.to_mermaid(),
-            "tiers": list(defn.tiers),
-            "initial": defn.initial,
-            "states": [
-                {"name": s.name, "title": s.title, "tier": s.tier, "final": s.final, "kpi": s.kpi}
-                for s in defn.states.values()
-            ],
+            **outline(defn),
         }
     )
+
+
+def outline(defn: WorkflowDefinition) -> dict[str, object]:
+    """Tiers and states, for the editor's mapping form and the console's labels."""
+    return {
+        "tiers": list(defn.tiers),
+        "initial": defn.initial,
+        "states": [
+            {"name": s.name, "title": s.title, "tier": s.tier, "final": s.final, "kpi": s.kpi}
+            for s in defn.states.values()
+        ],
+    }
 
 
 @routes.get("/api/workflows/versions")
