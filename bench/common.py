@@ -173,8 +173,10 @@ async def seed_clients(
             if phones:
                 await conn.execute(
                     ClientPhone.__table__.insert(),  # type: ignore[attr-defined]
-                    [{"client_id": i, "e164": f"+7916{i:07d}", "raw": "", "label": ""}
-                     for i in part],
+                    [
+                        {"client_id": i, "e164": f"+7916{i:07d}", "raw": "", "label": ""}
+                        for i in part
+                    ],
                 )
             if history:
                 await conn.execute(
@@ -247,6 +249,8 @@ def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[obje
 
 
 def _cell(v: object) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else "no"
     if isinstance(v, float):
         if v != v:  # NaN
             return "–"

@@ -82,7 +82,9 @@ class Tierline:
             await self.timer.start()
 
     async def stop(self) -> None:
-        await self.timer.stop()
+        await self.timer.stop()  # waits (bounded) for a dispatch under way: the DB closes next
+        if self._tasks:  # settings reloads still reading the database
+            await asyncio.wait(set(self._tasks), timeout=5)
         await self.bus.close()
         await self.db.dispose()
 
