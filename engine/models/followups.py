@@ -21,6 +21,14 @@ class FollowUp(SQLModel, table=True):
     __tablename__ = "followups"
     __table_args__ = (
         Index("ix_followups_pending_due", "status", "due_at"),
+        # What the dispatcher claims: not yet fired. Call follow-ups stay pending after they
+        # fire (the operator still owes the call), so without this every claim re-reads them.
+        Index(
+            "ix_followups_unfired_due",
+            "due_at",
+            sqlite_where=text("status = 'pending' AND fired_at IS NULL"),
+            postgresql_where=text("status = 'pending' AND fired_at IS NULL"),
+        ),
         # The invariant "exactly one pending follow-up per client" is a constraint, not a hope.
         Index(
             "ux_followups_one_pending",

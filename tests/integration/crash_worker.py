@@ -23,7 +23,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from engine.bus import LocalBus
 from engine.clock import SystemClock
-from engine.runtime import Applied, EventRequest
 from engine.service import Tierline
 from engine.settings import Settings
 
@@ -53,13 +52,14 @@ async def run(url: str, log_path: str | None) -> None:
 
         tl.bus.subscribe(record)
 
-    apply_in = tl.runtime.apply_in
+    apply_many_in = tl.runtime.apply_many_in
 
-    async def slow_apply_in(session, req: EventRequest) -> Applied:  # type: ignore[no-untyped-def]
-        await asyncio.sleep(STEP_DELAY_S)
-        return await apply_in(session, req)
+    async def slow_apply_many_in(session, reqs):  # type: ignore[no-untyped-def]
+        # Inside the claiming transaction: a kill here lands between claim and commit.
+        await asyncio.sleep(STEP_DELAY_S * len(reqs))
+        return await apply_many_in(session, reqs)
 
-    tl.runtime.apply_in = slow_apply_in  # type: ignore[method-assign]
+    tl.runtime.apply_many_in = slow_apply_many_in  # type: ignore[method-assign]
     print("ready", flush=True)
     while True:
         await tl.dispatcher.run_due()
