@@ -11,13 +11,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import func, update
+from sqlalchemy import bindparam, func, update
 from sqlmodel import Session, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine.errors import InvalidInput, NotFound
 from engine.models import Client, FollowUp, FollowUpStatus, WorkflowVersion
-from engine.workflow import WorkflowDefinition, load_definition
+from engine.workflow import StateDef, WorkflowDefinition, load_definition
 
 DEFAULT_NAME = "telemarketing"
 
@@ -154,11 +154,14 @@ async def publish(
     if dry_run:
         return report
 
-    prev = (
+    previous = (
         await session.exec(
-            select(func.max(WorkflowVersion.version)).where(WorkflowVersion.name == new.name)
+            select(WorkflowVersion).where(
+                WorkflowVersion.name == new.name, col(WorkflowVersion.is_current).is_(True)
+            )
         )
-    ).one()
+    ).first()
+    old = load_definition(previous.source) if previous is not None else None
     await session.exec(
         update(WorkflowVersion)  # type: ignore[call-overload]
         .where(col(WorkflowVersion.name) == new.name)
@@ -166,7 +169,7 @@ async def publish(
     )
     row = WorkflowVersion(
         name=new.name,
-        version=(prev or 0) + 1,
+        version=(previous.version if previous is not None else 0) + 1,
         source=source,
         digest=new.digest,
         is_current=True,
@@ -178,26 +181,16 @@ async def publish(
     await session.flush()
     assert row.id is not None
     # Not cached here: the caller's transaction may still roll back (see remember).
-    for old, target in mapping.items():
-        tier = new.tier_of(target)
-        rule = new.states[target].follow_up
-        assert rule is not None  # validation guarantees a rule on every non-final state
-        moved = select(Client.id).where(col(Client.state) == old, _of_workflow(new.name))
-        # Pending follow-ups move with their clients: the due time stands, the rule's
-        # kind and automatic event become the new state's.
-        await session.exec(
-            update(FollowUp)  # type: ignore[call-overload]
-            .where(
-                col(FollowUp.client_id).in_(moved),
-                col(FollowUp.status) == FollowUpStatus.PENDING,
-            )
-            .values(state=target, tier=tier, kind=rule.kind, auto_event=rule.auto_event)
-        )
-        await session.exec(
-            update(Client)  # type: ignore[call-overload]
-            .where(col(Client.state) == old, _of_workflow(new.name))
-            .values(state=target, tier=tier, attempts=0, revision=Client.revision + 1)
-        )
+    moves = dict(mapping)
+    if old is not None:
+        # A state kept under its name whose follow-up rule changed: its pending follow-ups
+        # take the new rule too, or they would go on firing the old version's events.
+        for name, state in new.states.items():
+            before = old.states.get(name)
+            if before is not None and name not in moves and _rule_changed(before, state):
+                moves[name] = name
+    for source_state, target in moves.items():
+        await _move_clients(session, new, old, source_state, target, moved=source_state != target)
     await session.exec(
         update(Client)  # type: ignore[call-overload]
         .where(_of_workflow(new.name))
@@ -205,6 +198,83 @@ async def publish(
     )
     report.version = row.version
     return report
+
+
+def _rule_changed(before: StateDef, after: StateDef) -> bool:
+    a, b = before.follow_up, after.follow_up
+    if a is None or b is None:
+        return (a is None) != (b is None)
+    fields = (
+        "due",
+        "kind",
+        "owner",
+        "max_attempts",
+        "on_max_attempts",
+        "grace",
+        "escalation",
+        "auto_event",
+    )
+    return any(getattr(a, f) != getattr(b, f) for f in fields)
+
+
+async def _move_clients(
+    session: AsyncSession,
+    new: WorkflowDefinition,
+    old: WorkflowDefinition | None,
+    source_state: str,
+    target: str,
+    *,
+    moved: bool,
+) -> None:
+    """Clients in ``source_state`` go to ``target`` with their pending follow-ups, whose due
+    time stands while kind, automatic event, owner and escalation follow the target's rule."""
+    tier = new.tier_of(target)
+    rule = new.states[target].follow_up
+    old_rule = old.states[source_state].follow_up if old and source_state in old.states else None
+    clients = select(Client.id).where(col(Client.state) == source_state, _of_workflow(new.name))
+    pending = (
+        await session.exec(
+            select(FollowUp.id, FollowUp.due_at, FollowUp.auto_event, FollowUp.owner_id).where(
+                col(FollowUp.client_id).in_(clients),
+                col(FollowUp.status) == FollowUpStatus.PENDING,
+            )
+        )
+    ).all()
+    if rule is not None and pending:
+        params = []
+        for fu_id, due_at, auto_event, owner_id in pending:
+            gave_up = (
+                old_rule is not None
+                and auto_event is not None
+                and auto_event == old_rule.on_max_attempts
+                and auto_event != old_rule.auto_event
+            )
+            event = rule.on_max_attempts if gave_up and rule.on_max_attempts else rule.auto_event
+            params.append(
+                {
+                    "b_id": fu_id,
+                    "state": target,
+                    "tier": tier,
+                    "kind": rule.kind,
+                    "auto_event": event,
+                    "owner_id": None if event or rule.owner == "tier" else owner_id,
+                    "escalate_at": None if event else due_at + rule.grace,
+                    "escalation_steps": ",".join(rule.escalation),
+                    "grace_s": int(rule.grace.total_seconds()),
+                }
+            )
+        table = FollowUp.__table__  # type: ignore[attr-defined]
+        conn = await session.connection()
+        await conn.execute(
+            update(table).where(table.c.id == bindparam("b_id")),
+            params,
+        )
+    if moved:
+        await session.exec(
+            update(Client)  # type: ignore[call-overload]
+            .where(col(Client.state) == source_state, _of_workflow(new.name))
+            .values(state=target, tier=tier, attempts=0, revision=Client.revision + 1)
+        )
 
 
 def _of_workflow(name: str):  # type: ignore[no-untyped-def]

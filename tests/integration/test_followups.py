@@ -385,15 +385,33 @@ async def test_not_interested_client_is_recycled_after_the_quiet_period(tl, cloc
     assert await tl.check_followups() == []
 
 
-async def test_automatic_event_the_definition_no_longer_allows_goes_to_the_supervisor(tl, clock):
+async def test_publish_restamps_pending_followups_whose_rule_changed(tl, clock):
     client = await make_client(tl, state="not_interested")
     fu = await pending(tl, client.id)
     # Version 2 renames the recycling event. The state stays, so no mapping is asked for,
-    # and the pending follow-up still carries the old event name.
+    # but its pending follow-up must fire the new version's event, at the same time.
     source = default_definition_text().replace("auto_event: recycle", "auto_event: revive")
     source = source.replace("{event: recycle, from:", "{event: revive, from:")
     async with tl.db.transaction() as s:
         await publish(s, tl.cache, source, now=clock.now())
+    moved = await followup(tl, fu.id)
+    assert (moved.auto_event, moved.due_at) == ("revive", fu.due_at)
+    await clock.advance(timedelta(days=91))
+    stats = await tl.dispatcher.run_due()
+    assert (stats.applied, stats.failed) == (1, 0)
+    async with tl.db.session() as s:
+        assert (await s.get(Client, client.id)).state == "new"
+
+
+async def test_automatic_event_the_definition_no_longer_allows_goes_to_the_supervisor(tl, clock):
+    client = await make_client(tl, state="not_interested")
+    fu = await pending(tl, client.id)
+    # A follow-up whose event the client's state does not allow (as a hand-edited row, or
+    # a definition changed under it, would leave): the dispatcher must not lose it.
+    async with tl.db.transaction() as s:
+        row = await s.get(FollowUp, fu.id)
+        row.auto_event = "recycle_later"
+        s.add(row)
 
     await clock.advance(timedelta(days=91))
     stats = await tl.dispatcher.run_due()
@@ -401,7 +419,7 @@ async def test_automatic_event_the_definition_no_longer_allows_goes_to_the_super
     row = await followup(tl, fu.id)
     assert row.status == FollowUpStatus.PENDING  # not lost
     assert row.escalation_level == 2 and row.fired_at == clock.now()
-    assert "automatic 'recycle' failed" in row.reason
+    assert "automatic 'recycle_later' failed" in row.reason
     (entry,) = await audit(tl, "followup.auto_failed")
     assert entry.detail["followup_id"] == fu.id and entry.target == f"client:{client.id}"
     async with tl.db.session() as s:
