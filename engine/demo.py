@@ -82,6 +82,8 @@ COMPANY = [
     "Taiga IT",
     "Kama Foods",
 ]
+# A day's norms for every demo operator, so the dashboard has something to be behind on.
+NORMS = {"calls": 60, "long_calls": 5, "presentations": 4, "invoices": 2, "payments": 1}
 # Where the demo's clients sit, and how many of each.
 SPREAD = {
     "new": 80,
@@ -120,12 +122,15 @@ async def seed_demo(
         tiers = tl.cache.remember(await current_version(session)).tiers
         staff: dict[str, User] = {}
         for username, role, tier, ext, name in STAFF:
-            staff[username] = await create_user(
+            staff[username] = user = await create_user(
                 session,
                 NewUser(username, password, role, tier, ext, name),
                 tiers=tiers,
                 now=now,
             )
+            if role == "operator":
+                user.norms = dict(NORMS)
+                session.add(user)
         owners = {t: [u for u in staff.values() if u.tier == t] for t in tiers}
         count = 0
         for state, n in (spread or SPREAD).items():

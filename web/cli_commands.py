@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
+from pydantic import SecretStr
 
 from engine.definitions import publish
 from engine.errors import InvalidInput
@@ -30,7 +31,7 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
     if args.demo and settings.pbx_secret is None:
         # The demo's simulator must be able to sign its events; keep the key with the data.
         settings = settings.model_copy(
-            update={"pbx_secret": persistent_secret(settings.data_dir, "pbx.key")}
+            update={"pbx_secret": SecretStr(persistent_secret(settings.data_dir, "pbx.key"))}
         )
     tl = Tierline.build(settings)
 

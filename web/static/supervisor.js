@@ -232,7 +232,7 @@ window.TierlineSupervisor = (function () {
       },
         el("span", { class: "att-name" }, clientNames[item.client_id] || ("#" + item.client_id)),
         el("span", { class: "badge tier-badge tier-" + item.tier }, t(item.tier)),
-        overdue ? el("span", { class: "badge badge-overdue" }, "⏰ " + t("overdue")) : null,
+        overdue ? el("span", { class: "badge badge-overdue" }, "● " + t("overdue")) : null,
         item.escalation_level > 0 ? el("span", { class: "badge badge-escalated" },
           "⚑ " + t("escalation level {n}", { n: item.escalation_level })) : null,
         el("span", { class: "att-due" }, t("Due") + ": " + T.formatTime(item.due_at)),

@@ -1,0 +1,96 @@
+"""The newcomer's path from the README: ``tierline serve --demo``, then a simulated call."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def demo_server(tmp_path: Path):  # type: ignore[no-untyped-def]
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIERLINE_")}
+    env["TIERLINE_DATA_DIR"] = str(tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "web.cli", "serve", "--demo", "--port", str(port)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url + "/healthz", timeout=1) as resp:
+                if resp.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail("the demo server did not answer /healthz: " + (proc.stdout.read() or ""))
+    yield url, env, tmp_path
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+def test_demo_department_and_a_simulated_call(demo_server):  # type: ignore[no-untyped-def]
+    url, env, data = demo_server
+    password = (data / "demo-password.txt").read_text().strip()
+    assert len(password) >= 8
+    db = sqlite3.connect(data / "tierline.db")
+    clients = db.execute("select count(*) from clients").fetchone()[0]
+    tiers = {t for (t,) in db.execute("select distinct tier from users where tier is not null")}
+    due = db.execute(
+        "select count(*) from followups where status='pending' and due_at <= datetime('now')"
+    ).fetchone()[0]
+    assert clients >= 200 and tiers == {"cold", "sales", "key_account", "support"} and due > 0
+    number = db.execute("select e164 from client_phones limit 1").fetchone()[0]
+
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "web.cli",
+            "simulate",
+            "call",
+            "--from",
+            number,
+            "--to-extension",
+            "101",
+            "--url",
+            url,
+            "--answer-after",
+            "0",
+            "--hangup-after",
+            "0",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "simulated call" in done.stdout
+    calls = db.execute("select status, extension from calls").fetchall()
+    assert calls == [("ended", "101")]
+    db.close()
