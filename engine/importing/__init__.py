@@ -1,0 +1,1 @@
+"""Contact import, in parts: reading the file, parsing rows, writing batches."""
