@@ -16,6 +16,7 @@ from web.api import (
     clients,
     cti,
     health,
+    management,
     queue,
     segments,
     session,
@@ -51,7 +52,19 @@ def create_app(
         app.cleanup_ctx.append(_engine_lifecycle)
     # Each module adds its routes and whatever background work it needs (after the engine
     # starts, before it stops: cleanup_ctx runs in order and unwinds in reverse).
-    modules = (health, session, users, clients, queue, workflows, segments, cti, calls, admin)
+    modules = (
+        health,
+        session,
+        users,
+        clients,
+        queue,
+        workflows,
+        segments,
+        management,
+        cti,
+        calls,
+        admin,
+    )
     for module in (*modules, ws, pages):
         module.setup(app)
     return app

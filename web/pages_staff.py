@@ -66,6 +66,11 @@ STAFF_STRINGS = (
     "Reactivate", "active", "inactive", "User created.", "User updated.", "Saved.",
     "Settings saved.", "Diagram", "Diff against the published version", "no diff",
     "operator", "supervisor", "admin", "(none)", "choose…", "Line {line}",
+    # import
+    "Uploading…",
+    "Importing: {rows} rows read, {created} created, {merged} merged, {errors} refused",
+    "Import finished: {rows} rows, {created} created, {merged} merged, {errors} refused",
+    "Import stopped: {message}", "(the first {n} refused rows are shown)",
 )  # fmt: skip
 
 

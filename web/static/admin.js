@@ -1,6 +1,6 @@
 /* Tierline administration: the workflow editor (validation as you type, problems at their
    lines, the server-drawn diagram, diff, state mapping, dry run, publish, history), users,
-   and run-time settings. Text only through textContent (Tierline.el). */
+   run-time settings, and contact import. Text only through textContent (Tierline.el). */
 "use strict";
 
 window.TierlineAdmin = (function () {
@@ -12,7 +12,7 @@ window.TierlineAdmin = (function () {
 
   /* ---- tabs ------------------------------------------------------------------------- */
 
-  const TABS = ["workflow", "users", "settings"];
+  const TABS = ["workflow", "users", "settings", "import"];
 
   function showTab(name) {
     if (TABS.indexOf(name) < 0) name = "workflow";
@@ -483,6 +483,106 @@ window.TierlineAdmin = (function () {
     }
   }
 
+  /* ---- contact import --------------------------------------------------------------- */
+
+  const IMPORT_POLL_MS = 1000;
+  let importTimer = null;
+
+  async function startImport(ev) {
+    ev.preventDefault();
+    const form = $("import-form");
+    const error = $("import-error");
+    const file = $("import-file").files[0];
+    error.hidden = true;
+    if (!file) return;
+    const mapping = {};
+    form.querySelectorAll("input[data-field]").forEach(function (input) {
+      if (input.value.trim()) mapping[input.dataset.field] = input.value.trim();
+    });
+    const data = new FormData();
+    data.append("mapping", JSON.stringify(mapping));
+    data.append("on_duplicate", form.elements.on_duplicate.value);
+    data.append("file", file, file.name);  // the file last: the options arrive first
+    $("import-start").disabled = true;
+    clearTimeout(importTimer);
+    showProgress({ percent: 0, status: "uploading" });
+    let answer;
+    try {
+      // Not T.api: the body is multipart (the browser sets its boundary), not JSON.
+      const response = await fetch("/api/imports", {
+        method: "POST", credentials: "same-origin", body: data,
+        headers: { "Accept": "application/json", "X-CSRF-Token": T.csrfToken() },
+      });
+      answer = await response.json().catch(function () { return {}; });
+      if (!response.ok) {
+        throw new Error(answer.message || t("Something went wrong") + " (HTTP " + response.status + ")");
+      }
+    } catch (err) {
+      $("import-progress-box").hidden = true;
+      error.textContent = err.message;
+      error.hidden = false;
+      $("import-start").disabled = false;
+      return;
+    }
+    pollImport(answer.job_id);
+  }
+
+  async function pollImport(jobId) {
+    let job;
+    try {
+      job = await api("GET", "/api/imports/" + encodeURIComponent(jobId));
+    } catch (err) {
+      T.showError(err);
+      importTimer = setTimeout(function () { pollImport(jobId); }, IMPORT_POLL_MS);
+      return;
+    }
+    showProgress(job);
+    if (job.status === "running" && job.running) {
+      importTimer = setTimeout(function () { pollImport(jobId); }, IMPORT_POLL_MS);
+      return;
+    }
+    $("import-start").disabled = false;
+    $("import-progress-box").dataset.status = job.status;
+  }
+
+  function showProgress(job) {
+    const box = $("import-progress-box");
+    box.hidden = false;
+    box.dataset.status = job.status;
+    const percent = Math.max(0, Math.min(100, Number(job.percent) || 0));
+    $("import-progress").value = percent;
+    $("import-percent").textContent = percent.toFixed(0) + " %";
+    const summary = $("import-summary");
+    const table = document.querySelector("table.import-errors");
+    const body = clear($("import-errors-body"));
+    if (job.status === "uploading") {
+      summary.textContent = t("Uploading…");
+      table.hidden = true;
+      return;
+    }
+    const figures = {
+      rows: job.rows_done, created: job.created, merged: job.merged, errors: job.errors,
+    };
+    if (job.status === "running") {
+      summary.textContent = t("Importing: {rows} rows read, {created} created, {merged} merged, " +
+        "{errors} refused", figures);
+    } else if (job.status === "done") {
+      summary.textContent = t("Import finished: {rows} rows, {created} created, {merged} merged, " +
+        "{errors} refused", figures);
+    } else {
+      summary.textContent = t("Import stopped: {message}", { message: job.message || job.status });
+    }
+    (job.error_rows || []).forEach(function (e) {
+      body.appendChild(el("tr", { class: "import-error-row", "data-row": e.row },
+        el("td", {}, String(e.row)), el("td", {}, e.column), el("td", {}, e.message)));
+    });
+    table.hidden = !(job.error_rows || []).length;
+    if (job.errors > (job.error_rows || []).length) {
+      summary.appendChild(document.createTextNode(" " + t("(the first {n} refused rows are shown)",
+        { n: job.error_rows.length })));
+    }
+  }
+
   /* ---- start ------------------------------------------------------------------------ */
 
   document.addEventListener("DOMContentLoaded", function () {
@@ -505,6 +605,7 @@ window.TierlineAdmin = (function () {
     $("publish-form").addEventListener("submit", function (ev) { ev.preventDefault(); publish(false); });
     $("user-form").addEventListener("submit", createUser);
     $("settings-form").addEventListener("submit", saveSettings);
+    $("import-form").addEventListener("submit", startImport);
     loadWorkflow(true).then(loadUsers);
     loadSettings();
   });
