@@ -13,6 +13,7 @@ from web import pages, ws
 from web.api import (
     admin,
     calls,
+    campaigns,
     clients,
     cti,
     health,
@@ -60,6 +61,7 @@ def create_app(
         queue,
         workflows,
         segments,
+        campaigns,
         management,
         cti,
         calls,

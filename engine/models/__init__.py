@@ -2,6 +2,13 @@
 
 from engine.models.audit import AppSetting, AuditEntry, KpiEvent
 from engine.models.calls import LONG_CALL_SECONDS, Call, CallEventRecord
+from engine.models.campaigns import (
+    Arm,
+    Campaign,
+    CampaignKind,
+    CampaignMember,
+    CampaignStatus,
+)
 from engine.models.clients import Client, ClientNote, ClientPhone, SegmentClass
 from engine.models.followups import FollowUp, FollowUpStatus
 from engine.models.segments import (
@@ -18,9 +25,14 @@ from engine.models.workflow import TransitionRecord, WorkflowVersion
 __all__ = [
     "LONG_CALL_SECONDS",
     "AppSetting",
+    "Arm",
     "AuditEntry",
     "Call",
     "CallEventRecord",
+    "Campaign",
+    "CampaignKind",
+    "CampaignMember",
+    "CampaignStatus",
     "Client",
     "ClientNote",
     "ClientPhone",
