@@ -11,6 +11,10 @@ Phases:
 - the same with the pop pushed only after the commit (``pop_before_commit=False``);
 - a bare push (HTTP request -> hub -> socket, no lookup, no database) at the same rates,
   and the ratio pop/bare;
+- the AMI path at 100 and 300 calls/s: a FakeAmiServer in the driver process replays the
+  recorded Asterisk call ``inbound_answered`` (new ids, extension and caller each time, ~90
+  events ringing to hangup) -> AmiConnector -> the app's pump -> pipeline -> the operator's
+  socket, timed from the first byte written;
 - pops at 100 events/s while a once-a-second broadcast goes to all 1,000 sockets, with the
   hub yielding every 50 sends, and without yielding.
 
@@ -24,6 +28,8 @@ import asyncio
 import json
 import multiprocessing as mp
 import random
+import re
+import socket
 import sys
 import tempfile
 import time
@@ -37,7 +43,7 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cti_adapter.fake import FakePbx
+from cti_adapter.asterisk import AmiConfig, AmiConnector, FakeAmiServer
 from cti_adapter.webhook import SIGNATURE_HEADER, sign
 from engine.bus import LocalBus
 from engine.definitions import current_version
@@ -50,6 +56,7 @@ from web.keys import SESSIONS
 from web.sessions import COOKIE
 from web.ws import HUB
 
+RECORDINGS = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "ami"
 SECRET = "bench-pbx-secret"
 OPERATORS = 1_000
 CLIENTS = 100_000
@@ -63,7 +70,7 @@ def number_of(i: int) -> str:
     return f"+7916{1_000_000 + i:07d}"
 
 
-async def populate(tl: Tierline) -> None:
+async def populate(tl: Tierline, operators: int = OPERATORS) -> None:
     now = datetime.now(UTC)
     async with tl.db.transaction() as session:
         version = await current_version(session)
@@ -82,7 +89,7 @@ async def populate(tl: Tierline) -> None:
                     "norms": {},
                     "created_at": now,
                 }
-                for i in range(OPERATORS)
+                for i in range(operators)
             ],
         )
         for start in range(0, CLIENTS, 20_000):
@@ -167,12 +174,33 @@ async def broadcaster(app: web.Application, state: dict[str, Any], log: list[flo
 # --- driver (the PBX and the browsers), in its own process ----------------------------------
 
 
-def drive(port: int, sockets: list[tuple[int, str, str]], phases: list[dict], out: Any) -> None:
-    out.send(asyncio.run(_drive(port, sockets, phases)))
+def drive(
+    port: int, ami_port: int, sockets: list[tuple[int, str, str]], phases: list[dict], out: Any
+) -> None:
+    out.send(asyncio.run(_drive(port, ami_port, sockets, phases)))
 
 
-async def _drive(port: int, sockets: list[tuple[int, str, str]], phases: list[dict]) -> list:
+def ami_substitutions(i: int, extension: str, number: str) -> dict[str, str]:
+    """Make the recorded call a new one: its ids, the operator's extension, the caller."""
+    uid = 1_900_000_000 + i
+    return {
+        "1795423894.0": f"{uid}.0",  # the caller's channel: its Linkedid is the call id
+        "1795423894.1": f"{uid}.1",
+        "101": extension,
+        "+79161234567": number,
+        "00000000": f"{2 * i:08x}",  # channel name suffixes
+        "00000001": f"{2 * i + 1:08x}",
+    }
+
+
+async def _drive(
+    port: int, ami_port: int, sockets: list[tuple[int, str, str]], phases: list[dict]
+) -> list:
     base = f"http://127.0.0.1:{port}"
+    # The PBX side of the AMI path lives here, so the clock that starts a pop when its first
+    # byte is written is the one that stops it when the pop reaches the operator's socket.
+    ami = FakeAmiServer(RECORDINGS, username="cti", secret="secret", port=ami_port)
+    await ami.start()
     pending: dict[str, float] = {}
     latencies: list[float] = []
     ws_session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
@@ -205,7 +233,48 @@ async def _drive(port: int, sockets: list[tuple[int, str, str]], phases: list[di
     readers = await asyncio.gather(*(open_socket(c) for _, c, _ in sockets))
     print(f"  {len(readers)} operator sockets open in {time.perf_counter() - t0:.1f} s", flush=True)
 
+    async with asyncio.timeout(30):
+        await ami.wait_for_clients(1)
+
+    recorded = [
+        b.fields
+        for b in ami.recording("inbound_answered")
+        if b.banner is None
+        and "Event" in b.fields
+        and b.fields["Event"] not in ("FullyBooted", "SuccessfulAuth")
+    ]
+    first_ts = float(next(f["Timestamp"] for f in recorded if "Timestamp" in f))
+    prepared: dict[int, tuple[str, list[dict[str, str]]]] = {}
+
+    def prepare(i: int) -> None:
+        """What FakeAmiServer.replay(substitute=...) sends, substituted before the clock
+        starts: the regex work is the fake PBX's, not the path under test."""
+        _, _, ext = random.choice(sockets)
+        subs = ami_substitutions(i, ext, number_of(random.randint(1, CLIENTS)))
+        tokens = "|".join(re.escape(t) for t in sorted(subs, key=len, reverse=True))
+        pattern = re.compile(rf"(?<![\w.])(?:{tokens})(?!\w)")
+
+        def swap(value: str) -> str:
+            return pattern.sub(lambda m: subs[m[0]], value)
+
+        blocks = [{k: v if k == "Timestamp" else swap(v) for k, v in f.items()} for f in recorded]
+        prepared[i] = (subs["1795423894.0"], blocks)
+
+    async def send_call(i: int) -> None:
+        call_id, blocks = prepared.pop(i)
+        pending[call_id] = time.perf_counter()
+        wall = time.time()
+        # The whole recorded call, back to back: ~90 events, ringing to hangup, stamped
+        # with Asterisk's clock as replay() does.
+        for fields in blocks:
+            if "Timestamp" in fields:
+                fields["Timestamp"] = f"{wall + float(fields['Timestamp']) - first_ts:.6f}"
+            await ami.send_event(fields)
+
     async def send(mode: str, i: int) -> None:
+        if mode == "ami":
+            await send_call(i)
+            return
         user_id, _, ext = random.choice(sockets)
         call_id = f"b{i}-{uuid.uuid4().hex[:8]}"
         pending[call_id] = time.perf_counter()
@@ -235,9 +304,12 @@ async def _drive(port: int, sockets: list[tuple[int, str, str]], phases: list[di
     for phase in phases:
         async with http.post(base + "/bench/config", json=phase["config"]):
             pass
+        rate, seconds = phase["rate"], phase["seconds"]
+        if phase["mode"] == "ami":
+            for n in range(int(rate * seconds)):
+                prepare(counter + 1 + n)
         pending.clear()
         latencies.clear()
-        rate, seconds = phase["rate"], phase["seconds"]
         tasks = []
         start = time.perf_counter()
         for i in range(int(rate * seconds)):
@@ -263,6 +335,7 @@ async def _drive(port: int, sockets: list[tuple[int, str, str]], phases: list[di
         task.cancel()
     await http.close()
     await ws_session.close()
+    await ami.stop()
     return results
 
 
@@ -278,11 +351,14 @@ def pct(values: list[float], q: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short phases (about a minute)")
+    parser.add_argument(
+        "--only", action="append", default=[], help="run the phases whose name contains this"
+    )
     args = parser.parse_args()
-    asyncio.run(run(args.quick))
+    asyncio.run(run(args.quick, args.only))
 
 
-async def run(quick: bool) -> None:
+async def run(quick: bool, only: list[str] | None = None) -> None:
     seconds = 3 if quick else 10
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(
@@ -302,7 +378,20 @@ async def run(quick: bool) -> None:
             flush=True,
         )
 
-        app = create_app(tl, pbx=FakePbx(), start_engine=False)
+        # The AMI connector dials the fake Asterisk the driver process will listen on.
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            ami_port = probe.getsockname()[1]
+        connector = AmiConnector(
+            AmiConfig(
+                host="127.0.0.1",
+                port=ami_port,
+                username="cti",
+                secret="secret",
+                reconnect_max=1.0,
+            )
+        )
+        app = create_app(tl, pbx=connector, start_engine=False)
         state: dict[str, Any] = {}
         broadcast_times: list[float] = []
         bench_routes(app, state)
@@ -342,6 +431,20 @@ async def run(quick: bool) -> None:
                 "config": cfg,
             },
             {
+                "name": "AMI pop 100/s",
+                "mode": "ami",
+                "rate": 100,
+                "seconds": seconds,
+                "config": cfg,
+            },
+            {
+                "name": "AMI pop 300/s",
+                "mode": "ami",
+                "rate": 300,
+                "seconds": seconds,
+                "config": cfg,
+            },
+            {
                 "name": "pop 100/s, pop after commit",
                 "mode": "pop",
                 "rate": 100,
@@ -370,14 +473,21 @@ async def run(quick: bool) -> None:
                 "config": {**cfg, "broadcast": True, "yield_every": 0},
             },
         ]
+        if only:
+            phases = [
+                p for p in phases if not p.get("record", True) or any(o in p["name"] for o in only)
+            ]
         receiver, sender = mp.get_context("spawn").Pipe(duplex=False)
-        proc = mp.get_context("spawn").Process(target=drive, args=(port, sockets, phases, sender))
+        proc = mp.get_context("spawn").Process(
+            target=drive, args=(port, ami_port, sockets, phases, sender)
+        )
         proc.start()
         loop = asyncio.get_running_loop()
         results = await loop.run_in_executor(None, receiver.recv)
         await loop.run_in_executor(None, proc.join)
         caster.cancel()
         await runner.cleanup()
+        await connector.close()
         await tl.stop()
 
     print(f"\n{'phase':46} {'n':>6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'lost':>5}")
@@ -392,6 +502,8 @@ async def run(quick: bool) -> None:
             f"{(lat[-1] * 1000 if lat else float('nan')):8.2f} {r['lost']:5d}"
         )
     for rate in (100, 300):
+        if f"pop {rate}/s" not in by_name or f"bare push {rate}/s" not in by_name:
+            continue
         pop, bare = by_name[f"pop {rate}/s"], by_name[f"bare push {rate}/s"]
         print(
             f"pop/bare at {rate}/s: p50 x{pct(pop, 0.5) / pct(bare, 0.5):.1f}, "

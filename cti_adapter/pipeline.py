@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import tuple_
+import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
@@ -41,9 +41,9 @@ from cti_adapter.pops import (
     call_state,
     lookup_sync,
     screen_pop_sync,
+    try_normalize,
 )
-from engine import phones
-from engine.clients import find_by_phone_sync
+from engine.clients import match_rows_sync
 from engine.errors import Unavailable
 from engine.models import LONG_CALL_SECONDS, Call, CallEventRecord, User
 from engine.service import Tierline
@@ -67,6 +67,17 @@ class Outcome:
     states: int = 0
 
 
+@dataclass
+class _Batch:
+    """One request's events waiting for the next group write."""
+
+    events: list[CallEvent]
+    hints: dict[Key, Any]
+    operators: dict[str, User | None]
+    now: datetime
+    done: asyncio.Future[list[tuple[CallEvent, Call | None]]]
+
+
 class CtiPipeline:
     def __init__(
         self,
@@ -78,6 +89,9 @@ class CtiPipeline:
         self.tl = tl
         self.directory = directory or OperatorDirectory(tl.db)
         self.pop_before_commit = pop_before_commit
+        self._inserts: tuple[Any, Any, Any, Any] | None = None
+        self._queued: list[_Batch] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     async def handle(self, events: Sequence[CallEvent]) -> Outcome:
         """Record ``events`` (committed when this returns) and push their pops and states."""
@@ -177,31 +191,79 @@ class CtiPipeline:
     async def _record(
         self, events: list[CallEvent], hints: dict[Key, Any]
     ) -> list[tuple[CallEvent, Call | None]]:
+        """Queue ``events`` for the next group write and wait until it has committed."""
         now = self.tl.clock.now()
         # The directory is async (cached); resolve operators before the write's one hop.
         operators = {ev.extension: await self.directory.by_extension(ev.extension) for ev in events}
+        done: asyncio.Future[list[tuple[CallEvent, Call | None]]]
+        done = asyncio.get_running_loop().create_future()
+        self._queued.append(_Batch(events, hints, operators, now, done))
+        if self._flusher is None:
+            # A task, not this request: a cancelled request must not cancel the others' write.
+            self._flusher = asyncio.create_task(self._flush())
+        return await done
 
-        def write(session: Session) -> list[tuple[CallEvent, Call | None]]:
-            fresh = self._insert_records(session, events, now)
-            return [
-                (ev, self._apply(session, ev, now, hints.get(ev.dedup_key, _UNKNOWN), operators))
-                for ev in events
-                if ev.dedup_key in fresh
-            ]
+    async def _flush(self) -> None:
+        """Write every queued batch in one transaction, again and again until none is left.
 
+        Webhook requests arriving together share one transaction (and one worker-thread
+        hop) instead of queueing for the write lock one by one; each is answered only once
+        the transaction holding its events has committed. If a group fails, its batches are
+        retried alone, so one request's trouble is not the others'.
+        """
+        group: list[_Batch] = []
         try:
-            return await self.tl.db.write(write)
-        except DBAPIError as exc:
-            # The PBX retries on a 5xx: say "later", not "your event is wrong".
-            raise Unavailable(f"the call log cannot be written: {exc.orig}") from exc
+            while self._queued:
+                group, self._queued = self._queued, []
+                results: list[Any]
+                try:
+                    results = await self.tl.db.write(lambda s, g=group: self._write(s, g))
+                except Exception as exc:
+                    if len(group) == 1:
+                        results = [_as_error(exc)]
+                    else:
+                        results = [await self._write_alone(batch) for batch in group]
+                for batch, result in zip(group, results, strict=True):
+                    if batch.done.done():
+                        continue
+                    if isinstance(result, BaseException):
+                        batch.done.set_exception(result)
+                    else:
+                        batch.done.set_result(result)
+        finally:
+            self._flusher = None
+            for batch in (*group, *self._queued):  # only when cancelled (shutdown)
+                if not batch.done.done():
+                    batch.done.set_exception(Unavailable("the call log is shutting down"))
+            self._queued = []
+
+    async def _write_alone(self, batch: _Batch) -> Any:
+        try:
+            return (await self.tl.db.write(lambda s: self._write(s, [batch])))[0]
+        except Exception as exc:
+            return _as_error(exc)
+
+    def _write(
+        self, session: Session, group: list[_Batch]
+    ) -> list[list[tuple[CallEvent, Call | None]]]:
+        fresh = self._insert_records(session, [(ev, b.now) for b in group for ev in b.events])
+        out = []
+        for b in group:
+            mine = []
+            for ev in b.events:
+                # Two requests with one event: the first in the group records it.
+                if ev.dedup_key in fresh:
+                    fresh.discard(ev.dedup_key)
+                    hint = b.hints.get(ev.dedup_key, _UNKNOWN)
+                    mine.append((ev, self._apply(session, ev, b.now, hint, b.operators)))
+            out.append(mine)
+        return out
 
     def _insert_records(
-        self, session: Session, events: list[CallEvent], now: datetime
+        self, session: Session, events: list[tuple[CallEvent, datetime]]
     ) -> set[tuple[str, str, str]]:
         if not events:
             return set()
-        table = CallEventRecord.__table__  # type: ignore[attr-defined]
-        insert = sqlite_insert if self.tl.db.is_sqlite else pg_insert
         rows = [
             {
                 "pbx_call_id": ev.call_id,
@@ -213,15 +275,12 @@ class CtiPipeline:
                 "at": ev.at,
                 "received_at": now,
             }
-            for ev in events
+            for ev, now in events
         ]
-        stmt = (
-            insert(table)
-            .values(rows)
-            .on_conflict_do_nothing(index_elements=["pbx_call_id", "event", "extension"])
-            .returning(table.c.pbx_call_id, table.c.event, table.c.extension)
-        )
-        result = session.exec(stmt)
+        # A prebuilt statement and parameter sets (not .values(rows)): compiled once, not
+        # once per request; SQLAlchemy still sends one INSERT ... RETURNING for the batch.
+        stmt = self._statements()[0]
+        result = session.connection().execute(stmt, rows)
         return {(r[0], r[1], r[2]) for r in result}
 
     def _apply(
@@ -242,6 +301,7 @@ class CtiPipeline:
             self._create_call(session, ev, at, hint, operators.get(ev.extension))
             call = self._call_row(session, ev)
             assert call is not None
+        before = (call.answered_at, call.status, call.ended_at)
         if ev.event is CallEventType.ANSWERED:
             if call.answered_at is None:
                 call.answered_at = at
@@ -253,43 +313,92 @@ class CtiPipeline:
             talk = (at - call.answered_at).total_seconds() if call.answered_at else 0
             call.duration_s = max(0, int(talk))
             call.long_call = call.duration_s >= LONG_CALL_SECONDS
-        session.add(call)
-        session.flush()
+        if (call.answered_at, call.status, call.ended_at) != before:
+            session.connection().execute(
+                self._statements()[3],
+                {
+                    "row_id": call.id,
+                    "answered_at": call.answered_at,
+                    "status": call.status,
+                    "ended_at": call.ended_at,
+                    "duration_s": call.duration_s,
+                    "long_call": call.long_call,
+                },
+            )
         return call
 
     def _call_row(self, session: Session, ev: CallEvent) -> Call | None:
-        stmt = select(Call).where(
-            tuple_(Call.pbx_call_id, Call.extension) == (ev.call_id, ev.extension)
+        """The call's row as a detached ``Call`` (Core, not the ORM: the log's hot path)."""
+        row = (
+            session.connection()
+            .execute(self._statements()[2], {"call_id": ev.call_id, "ext": ev.extension})
+            .first()
         )
-        if not self.tl.db.is_sqlite:
-            stmt = stmt.with_for_update()  # two events of one call in two requests at once
-        return session.exec(stmt).first()
+        return None if row is None else Call(**row._mapping)
 
     def _create_call(
         self, session: Session, ev: CallEvent, at: datetime, hint: Any, operator: User | None
     ) -> None:
-        e164 = phones.try_normalize(ev.customer_number, self.tl.settings.default_region)
+        e164 = try_normalize(ev.customer_number, self.tl.settings.default_region)
         client_id = None if hint is _UNKNOWN else hint
         if hint is _UNKNOWN and e164 is not None:
-            matches = find_by_phone_sync(session, e164, limit=2)
+            matches = match_rows_sync(session, e164, limit=2)
             if len(matches) == 1:
                 client_id = matches[0].id
-        table = Call.__table__  # type: ignore[attr-defined]
-        insert = sqlite_insert if self.tl.db.is_sqlite else pg_insert
-        session.exec(
-            insert(table)
-            .values(
-                pbx_call_id=ev.call_id,
-                extension=ev.extension,
-                direction=ev.direction.value,
-                operator_id=operator.id if operator else None,
-                client_id=client_id,
-                number=(e164 or ev.customer_number)[:64],
-                status="ringing",
-                started_at=at,
-                long_call=False,
-                checklist={},
-                notes="",
-            )
-            .on_conflict_do_nothing(index_elements=["pbx_call_id", "extension"])
+        session.connection().execute(
+            self._statements()[1],
+            {
+                "pbx_call_id": ev.call_id,
+                "extension": ev.extension,
+                "direction": ev.direction.value,
+                "operator_id": operator.id if operator else None,
+                "client_id": client_id,
+                "number": (e164 or ev.customer_number)[:64],
+                "status": "ringing",
+                "started_at": at,
+                "long_call": False,
+                "checklist": {},
+                "notes": "",
+            },
         )
+
+    def _select_call(self, calls: Any) -> Any:
+        stmt = sa.select(calls).where(
+            calls.c.pbx_call_id == sa.bindparam("call_id"),
+            calls.c.extension == sa.bindparam("ext"),
+        )
+        if not self.tl.db.is_sqlite:
+            stmt = stmt.with_for_update()  # two events of one call in two requests at once
+        return stmt
+
+    def _statements(self) -> tuple[Any, Any, Any, Any]:
+        """The log path's statements, built once for this database's dialect."""
+        if self._inserts is None:
+            insert = sqlite_insert if self.tl.db.is_sqlite else pg_insert
+            records = CallEventRecord.__table__  # type: ignore[attr-defined]
+            calls = Call.__table__  # type: ignore[attr-defined]
+            self._inserts = (
+                insert(records)
+                .on_conflict_do_nothing(index_elements=["pbx_call_id", "event", "extension"])
+                .returning(records.c.pbx_call_id, records.c.event, records.c.extension),
+                # A row written by click-to-dial (or a repeat) stays as it is.
+                insert(calls).on_conflict_do_nothing(index_elements=["pbx_call_id", "extension"]),
+                self._select_call(calls),
+                sa.update(calls)
+                .where(calls.c.id == sa.bindparam("row_id"))
+                .values(
+                    answered_at=sa.bindparam("answered_at"),
+                    status=sa.bindparam("status"),
+                    ended_at=sa.bindparam("ended_at"),
+                    duration_s=sa.bindparam("duration_s"),
+                    long_call=sa.bindparam("long_call"),
+                ),
+            )
+        return self._inserts
+
+
+def _as_error(exc: Exception) -> Exception:
+    if isinstance(exc, DBAPIError):
+        # The PBX retries on a 5xx: say "later", not "your event is wrong".
+        return Unavailable(f"the call log cannot be written: {exc.orig}")
+    return exc

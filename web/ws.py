@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -43,15 +43,24 @@ LIVE_CALL_WINDOW = timedelta(hours=4)  # older "ringing" rows are calls whose ha
 _SEEN_CALLS = 256  # pops remembered per socket for de-duplication
 
 
+class Outbox(deque[tuple[str | None, str]]):
+    """A socket's waiting messages. A plain deque, not an asyncio.Queue: an idle socket then
+    holds no queue machinery and no writer task (10,000 sockets: ~5 KB each saved)."""
+
+    def qsize(self) -> int:
+        return len(self)
+
+
 @dataclass(eq=False)
 class Conn:
     user: User
     ws: web.WebSocketResponse
     request: web.Request
-    queue: asyncio.Queue[tuple[str | None, str]]
+    queue: Outbox
     last_seen: float
     seen: OrderedDict[str, None] = field(default_factory=OrderedDict)
     writer: asyncio.Task[None] | None = None
+    ready: bool = False  # hello sent: messages may go out
     closed: bool = False
     close_reason: str = ""
 
@@ -122,9 +131,12 @@ class Hub:
     def _enqueue(self, conn: Conn, item: tuple[str | None, str]) -> None:
         if conn.closed:
             return
-        try:
-            conn.queue.put_nowait(item)
-        except asyncio.QueueFull:
+        if len(conn.queue) < self.queue_size:
+            conn.queue.append(item)
+            if conn.writer is None and conn.ready:
+                # The writer lives only while there is something to write.
+                conn.writer = asyncio.get_running_loop().create_task(self.write(conn))
+        else:
             self.overflows += 1
             log.warning(
                 "websocket of user %s is not reading (%d queued): disconnected",
@@ -172,10 +184,11 @@ class Hub:
         task.add_done_callback(self._closing.discard)
 
     async def write(self, conn: Conn) -> None:
-        """The socket's one writer: pops are de-duplicated per call id on the way out."""
+        """The socket's one writer, until its queue is empty: pops are de-duplicated per
+        call id on the way out."""
         try:
-            while True:
-                call_id, text = await conn.queue.get()
+            while conn.queue:
+                call_id, text = conn.queue.popleft()
                 if call_id is not None and not conn.remember(call_id):
                     continue
                 await conn.ws.send_str(text)
@@ -183,6 +196,18 @@ class Hub:
             raise
         except Exception as exc:  # the peer went away mid-write
             self.drop(conn, WSCloseCode.GOING_AWAY, f"write failed: {exc}")
+        finally:
+            # No await between the empty check and this: a message enqueued later starts
+            # a new writer.
+            if conn.writer is asyncio.current_task():
+                conn.writer = None
+
+    def start_writing(self, conn: Conn) -> None:
+        """After hello: what was queued meanwhile goes out, and later messages start the
+        writer themselves."""
+        conn.ready = True
+        if conn.queue and conn.writer is None and not conn.closed:
+            conn.writer = asyncio.get_running_loop().create_task(self.write(conn))
 
     async def heartbeats(self) -> None:
         loop = asyncio.get_running_loop()
@@ -190,11 +215,13 @@ class Hub:
         while True:
             await asyncio.sleep(self.heartbeat)
             now = loop.time()
-            for conn in self.sockets():
+            for n, conn in enumerate(self.sockets(), 1):
                 if now - conn.last_seen > self.dead_after:
                     self.drop(conn, WSCloseCode.GOING_AWAY, "no pong")
                 else:
                     self._enqueue(conn, ping)
+                if self.yield_every and n % self.yield_every == 0:
+                    await asyncio.sleep(0)  # as broadcast(): pops keep flowing meanwhile
 
     async def close_all(self) -> None:
         for conn in self.sockets():
@@ -227,37 +254,42 @@ HUB = web.AppKey("ws_hub", Hub)
 async def websocket(request: web.Request) -> web.StreamResponse:
     user = current_user(request)  # 401 before the upgrade
     hub = request.app[HUB]
-    tl = request.app[TIERLINE]
     ws = web.WebSocketResponse(heartbeat=None, compress=False, max_msg_size=64 * 1024)
     await ws.prepare(request)
     loop = asyncio.get_running_loop()
-    conn = Conn(user, ws, request, asyncio.Queue(hub.queue_size), loop.time())
+    conn = Conn(user, ws, request, Outbox(), loop.time())
     # Registered before hello is read, so a pop pushed meanwhile waits in the queue.
     hub.add(conn)
     try:
-        async with tl.db.session() as session:
-            live = await live_calls(
-                session,
-                tl.cache,
-                user,
-                region=tl.settings.default_region,
-                default_tz=tl.settings.timezone,
-                since=tl.clock.now() - LIVE_CALL_WINDOW,
-            )
-        for pop in live:
-            conn.remember(str(pop["call_id"]))
-        await ws.send_str(
-            json.dumps({"type": "hello", "user": public_user(user), "live_calls": live})
-        )
-        conn.writer = loop.create_task(hub.write(conn))
+        await ws.send_str(await _hello(request, conn))
+        hub.start_writing(conn)
         async for msg in ws:
             if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
                 conn.last_seen = loop.time()  # a pong, or anything: the browser is alive
     finally:
         hub.remove(conn)
+        conn.ready = False
         if conn.writer is not None:
             conn.writer.cancel()
     return ws
+
+
+async def _hello(request: web.Request, conn: Conn) -> str:
+    """The hello message. Its own coroutine: the session and the pops it read are freed on
+    return, not held by the socket's handler for the socket's lifetime."""
+    tl = request.app[TIERLINE]
+    async with tl.db.session() as session:
+        live = await live_calls(
+            session,
+            tl.cache,
+            conn.user,
+            region=tl.settings.default_region,
+            default_tz=tl.settings.timezone,
+            since=tl.clock.now() - LIVE_CALL_WINDOW,
+        )
+    for pop in live:
+        conn.remember(str(pop["call_id"]))
+    return json.dumps({"type": "hello", "user": public_user(conn.user), "live_calls": live})
 
 
 async def broadcast(app: web.Application, message: dict[str, Any]) -> int:

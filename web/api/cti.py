@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from cti_adapter.events import CallEvent
 from cti_adapter.pipeline import CtiPipeline
 from cti_adapter.port import PbxConnector
 from cti_adapter.webhook import MAX_BODY_BYTES, SIGNATURE_HEADER, parse_events, verify_signature
@@ -77,20 +78,67 @@ async def pump(connector: PbxConnector, pipeline: CtiPipeline) -> None:
         log.exception("the %s connector's event stream failed; no more PBX events", connector.name)
 
 
+# Events handed to the pipeline at once: those that arrived while the last batch was written.
+PUMP_BATCH = 256
+
+
 async def _pump(connector: PbxConnector, pipeline: CtiPipeline) -> None:
-    async for event in connector.events():
-        for delay in (*PUMP_RETRY_DELAYS, None):
-            try:
-                await pipeline.handle([event])
+    """One reader drains the connector; the pipeline gets, in order, every event that arrived
+    while it wrote the previous batch. One event at a time would cap a busy PBX at one
+    commit per event (a call is ringing, answered and hangup); in batches the log keeps up
+    and a pop never queues behind another call's commit for long."""
+    queue: asyncio.Queue[CallEvent | None] = asyncio.Queue(PUMP_BATCH * 4)
+
+    async def read() -> None:
+        try:
+            async for event in connector.events():
+                await queue.put(event)
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            await queue.put(None)  # the handler drains the queue, so this does not block
+            raise
+        await queue.put(None)
+
+    reader = asyncio.get_running_loop().create_task(read(), name=f"cti-read:{connector.name}")
+    try:
+        while True:
+            first = await queue.get()
+            if first is None:
                 break
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if delay is None:
-                    log.error("call event %s dropped after retries: %s", event.dedup_key, exc)
-                else:
-                    log.warning("call event %s failed (%s); retrying", event.dedup_key, exc)
-                    await asyncio.sleep(delay)
+            batch = [first]
+            ended = False
+            while len(batch) < PUMP_BATCH and not queue.empty():
+                item = queue.get_nowait()
+                if item is None:
+                    ended = True
+                    break
+                batch.append(item)
+            await _handle(pipeline, batch)
+            if ended:
+                break
+        await reader  # the connector's own error, if it ended with one
+    finally:
+        if not reader.done():
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+
+
+async def _handle(pipeline: CtiPipeline, batch: list[CallEvent]) -> None:
+    for delay in (*PUMP_RETRY_DELAYS, None):
+        try:
+            await pipeline.handle(batch)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            keys = ", ".join(str(ev.dedup_key) for ev in batch[:3])
+            if delay is None:
+                log.error("%d call event(s) dropped after retries (%s): %s", len(batch), keys, exc)
+            else:
+                log.warning("%d call event(s) failed (%s); retrying", len(batch), exc)
+                await asyncio.sleep(delay)
 
 
 async def _pump_lifecycle(app: web.Application) -> AsyncIterator[None]:
