@@ -9,13 +9,9 @@ import io
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from engine.errors import InvalidInput
 from engine.importing.rows import ColumnMap, ParsedRow, RowProblem, parse_row
-
-if TYPE_CHECKING:
-    pass
 
 QUEUE_CHANNEL = "queues"  # engine.service.QUEUE_CHANNEL (not imported: no import cycle)
 

@@ -6,16 +6,12 @@ import re
 import zoneinfo
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import TYPE_CHECKING
 
 from engine import phones
 from engine.errors import InvalidInput
 from engine.models import (
     SegmentClass,
 )
-
-if TYPE_CHECKING:
-    pass
 
 QUEUE_CHANNEL = "queues"  # engine.service.QUEUE_CHANNEL (not imported: no import cycle)
 

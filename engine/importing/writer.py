@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,9 @@ if TYPE_CHECKING:
 QUEUE_CHANNEL = "queues"  # engine.service.QUEUE_CHANNEL (not imported: no import cycle)
 
 # ---- writing a batch ------------------------------------------------------------------
+
+
+log = logging.getLogger("tierline.import")
 
 
 @dataclass
@@ -278,8 +282,8 @@ class BatchWriter:
                     QUEUE_CHANNEL,
                     {"type": "queue_changed", "tier": tier, "owner_id": None, "client_id": None},
                 )
-            except Exception:  # queues are queries; a lost nudge only delays a refresh
-                pass
+            except Exception as exc:  # queues are queries; a lost nudge only delays a refresh
+                log.warning("queue_changed after an import batch not announced: %s", exc)
 
 
 _ZONES: dict[tuple[str, str], str] = {}
