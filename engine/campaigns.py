@@ -33,7 +33,6 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from engine.definitions import current_version
 from engine.errors import Conflict, InvalidInput, NotFound
 from engine.filters import Context, get_filter, where_for
-from engine.followups.planner import PlanInput, plan
 from engine.groups import get_group
 from engine.models import (
     Arm,
@@ -315,18 +314,7 @@ async def _enter(
     client.revision += 1  # a card open on the old state must not overwrite the move
     client.updated_at = now
     session.add(client)
-    followup = plan(
-        PlanInput(
-            state=defn.states[state],
-            client=client,
-            attempts=0,
-            now=now,
-            policy=runtime.policy,
-            default_tz=runtime.default_tz,
-            owner_id=client.owner_id,
-            primary_e164=primary,
-        )
-    )
+    followup = runtime.plan_entry(client, defn.states[state], primary)
     if followup is not None:
         session.add(followup)
 

@@ -41,6 +41,7 @@ from engine.models import (
     User,
 )
 from engine.storage.database import Database
+from engine.workflow import StateDef
 
 log = logging.getLogger("tierline.engine")
 
@@ -196,22 +197,27 @@ class Runtime:
             )
         )
         phone = await _primary_phone(session, client.id)  # type: ignore[arg-type]
-        followup = plan(
+        followup = self.plan_entry(client, defn.states[state], phone)
+        if followup is not None:
+            session.add(followup)
+        await session.flush()
+        return followup
+
+    def plan_entry(self, client: Client, state: StateDef, phone: str | None) -> FollowUp | None:
+        """The first follow-up of a client put into ``state`` from outside the workflow's
+        transitions (enrolment, a campaign): no attempts yet, the client's own operator."""
+        return plan(
             PlanInput(
-                state=defn.states[state],
+                state=state,
                 client=client,
                 attempts=0,
-                now=now,
+                now=self.clock.now(),
                 policy=self.policy,
                 default_tz=self.default_tz,
                 owner_id=client.owner_id,
                 primary_e164=phone,
             )
         )
-        if followup is not None:
-            session.add(followup)
-        await session.flush()
-        return followup
 
 
 async def _primary_phone(session: AsyncSession, client_id: int) -> str | None:
