@@ -279,10 +279,10 @@ async def _drive(
         call_id = f"b{i}-{uuid.uuid4().hex[:8]}"
         pending[call_id] = time.perf_counter()
         if mode == "bare":
-            async with http.post(
+            resp = await http.post(
                 base + "/bench/push", json={"user_id": user_id, "call_id": call_id}
-            ):
-                pass
+            )
+            resp.release()
             return
         body = json.dumps(
             {
@@ -302,8 +302,7 @@ async def _drive(
     results = []
     counter = 0
     for phase in phases:
-        async with http.post(base + "/bench/config", json=phase["config"]):
-            pass
+        (await http.post(base + "/bench/config", json=phase["config"])).release()
         rate, seconds = phase["rate"], phase["seconds"]
         if phase["mode"] == "ami":
             for n in range(int(rate * seconds)):

@@ -171,8 +171,7 @@ async def _hold(
     results = []
     counter = 0
     for phase in phases:
-        async with http.post(base + "/bench/config", json=phase["config"]):
-            pass
+        (await http.post(base + "/bench/config", json=phase["config"])).release()
         pending.clear()
         latencies.clear()
         start = time.perf_counter()
@@ -193,8 +192,7 @@ async def _hold(
             await asyncio.sleep(phase["seconds"])
         results.append({"name": phase["name"], "lat": sorted(latencies), "lost": len(pending)})
     if pops:
-        async with http.post(base + "/bench/config", json={"broadcast": False}):
-            pass
+        (await http.post(base + "/bench/config", json={"broadcast": False})).release()
     await asyncio.sleep(1.5)  # the last broadcast reaches every socket
     for task in readers:
         task.cancel()

@@ -86,4 +86,4 @@ class Unavailable(TierlineError):
 
 
 class PbxUnavailable(Unavailable):
-    pass
+    """The PBX cannot be reached or did not answer: the call was not placed; retry later."""

@@ -239,8 +239,8 @@ async def _close(conn: Conn, code: int, reason: str) -> None:
     try:
         async with asyncio.timeout(1.0):
             await conn.ws.close(code=code, message=reason.encode()[:120])
-    except Exception:
-        pass
+    except Exception as exc:  # closing a dead or stalled socket: nothing more to do for it
+        log.debug("socket close did not complete: %s", exc)
     finally:
         transport = conn.request.transport
         if not conn.ws.closed and transport is not None:

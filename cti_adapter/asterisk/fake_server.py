@@ -266,7 +266,7 @@ class FakeAmiServer:
                     async with self._login_changed:
                         self._login_changed.notify_all()
         except ConnectionError:
-            pass
+            return  # the client went away: exactly what a real Asterisk sees too
         finally:
             self._clients.discard(client)
             writer.close()

@@ -185,7 +185,8 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log_path: Path) -> No
                 if resp.status == 200:
                     return
         except (urllib.error.URLError, OSError):
-            pass
+            time.sleep(0.1)  # still booting: not listening yet
+            continue
         time.sleep(0.1)  # polling a booting process: a tiny socket wait
     pytest.fail(
         f"the server was not healthy within {BOOT_TIMEOUT_S} s:\n"
@@ -218,6 +219,20 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def admin(server: Server) -> str:
+    """An admin account, added the way an integrator would: the command line, same database."""
+    data_dir = server.log_path.parent
+    done = subprocess.run(
+        [sys.executable, "-m", "web.cli", "user", "add", "admin1", "--role", "admin",
+         "--password-stdin"],
+        cwd=REPO, env=_server_env(data_dir), input=PASSWORD.encode(), capture_output=True,
+        timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    return "admin1"
 
 
 @pytest.fixture(scope="session")

@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import subprocess
-import sys
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from playwright.async_api import expect
 
 from tests.e2e.conftest import (
-    PASSWORD,
-    PBX_SECRET,
-    REPO,
     Server,
-    _free_port,
-    _seed,
-    _server_env,
-    _wait_healthy,
     sign_in,
 )
 
@@ -33,41 +22,10 @@ CSV = (
 )
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    data_dir = tmp_path_factory.mktemp("e2e-import")
-    clients = asyncio.run(_seed(data_dir))
-    env = _server_env(data_dir)
-    done = subprocess.run(
-        [sys.executable, "-m", "web.cli", "user", "add", "admin1", "--role", "admin",
-         "--password-stdin"],
-        cwd=REPO, env=env, input=PASSWORD.encode(), capture_output=True, timeout=60, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr.decode(errors="replace")
-    port = _free_port()
-    log_path = data_dir / "server.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "web.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(base_url, proc, log_path)
-        yield Server(base_url, PBX_SECRET, log_path, clients)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-
-
 async def test_admin_imports_a_csv_and_sees_progress_and_the_bad_row(
-    page: Any, server: Server
+    page: Any, server: Server, admin: str
 ) -> None:
-    await sign_in(page, server, "admin1")
+    await sign_in(page, server, admin)
     await page.wait_for_url("**/admin")
     await page.click("#tab-btn-import")
     await expect(page.locator("#tab-import")).to_be_visible()

@@ -7,8 +7,6 @@ a console and a PBX would; every wait is on something the supervisor or admin wo
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -21,9 +19,7 @@ from playwright.async_api import expect
 from engine.workflow import default_definition_text
 from tests.e2e.conftest import (
     PASSWORD,
-    REPO,
     Server,
-    _server_env,
     new_call_id,
     screenshot_path,
     sign_in,
@@ -37,20 +33,6 @@ OPERATORS = ("cold1", "cold2", "cold3", "cold4", "cold5", "sales1")
 HUGE_NORM = 1_000_000
 LIVE_WAIT = 15_000  # the dashboard polls live status every 5 s
 SVG_DATA_URL = re.compile(r"^data:image/svg\+xml;charset=utf-8,%3Csvg")
-
-
-@pytest.fixture(scope="module")
-def admin(server: Server) -> str:
-    """An admin account, added the way an integrator would: the command line, same database."""
-    data_dir = server.log_path.parent
-    done = subprocess.run(
-        [sys.executable, "-m", "web.cli", "user", "add", "admin1", "--role", "admin",
-         "--password-stdin"],
-        cwd=REPO, env=_server_env(data_dir), input=PASSWORD.encode(), capture_output=True,
-        timeout=60, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr.decode(errors="replace")
-    return "admin1"
 
 
 @asynccontextmanager
