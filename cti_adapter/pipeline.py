@@ -29,8 +29,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
-from sqlmodel import Session, select
 
 from cti_adapter.events import CallEvent, CallEventType
 from cti_adapter.pops import (
@@ -47,6 +47,7 @@ from engine.clients import match_rows_sync
 from engine.errors import Unavailable
 from engine.models import LONG_CALL_SECONDS, Call, CallEventRecord, User
 from engine.service import Tierline
+from engine.storage.hot import HotQuery
 
 log = logging.getLogger("tierline.cti")
 
@@ -55,6 +56,13 @@ _STATES = {CallEventType.ANSWERED: "answered", CallEventType.HANGUP: "hangup"}
 
 
 Key = tuple[str, str, str]
+_CALLS = Call.__table__  # type: ignore[attr-defined]
+_LINKED = HotQuery(
+    sa.select(_CALLS.c.client_id).where(
+        _CALLS.c.pbx_call_id == sa.bindparam("call_id"),
+        _CALLS.c.extension == sa.bindparam("ext"),
+    )
+)
 # "The pop path did not look this number up": the log path looks it up itself.
 _UNKNOWN = object()
 
@@ -150,19 +158,17 @@ class CtiPipeline:
         tl = self.tl
         region, tz, sent_at = tl.settings.default_region, tl.settings.timezone, tl.clock.now()
 
-        def build(session: Session) -> tuple[Lookup, dict[str, object]]:
+        def build(conn: Connection) -> tuple[Lookup, dict[str, object]]:
             # One hop to the database for the whole pop: lookup and card together.
             linked = None
             if ev.event is CallEventType.DIALING:
                 # Click-to-dial wrote the row first: show the client the operator chose.
-                linked = session.exec(
-                    select(Call.client_id).where(
-                        Call.pbx_call_id == ev.call_id, Call.extension == ev.extension
-                    )
-                ).first()
-            found = lookup_sync(session, ev.customer_number, region, linked_client_id=linked)
+                linked = _LINKED.first(conn, {"call_id": ev.call_id, "ext": ev.extension})
+            found = lookup_sync(
+                conn, ev.customer_number, region, linked_client_id=linked and linked.client_id
+            )
             message = screen_pop_sync(
-                session, tl.cache, user, ev.call_id, found, default_tz=tz, sent_at=sent_at
+                conn, tl.cache, user, ev.call_id, found, default_tz=tz, sent_at=sent_at
             )
             return found, message
 
@@ -217,7 +223,7 @@ class CtiPipeline:
                 group, self._queued = self._queued, []
                 results: list[Any]
                 try:
-                    results = await self.tl.db.write(lambda s, g=group: self._write(s, g))
+                    results = await self.tl.db.write(lambda c, g=group: self._write(c, g))
                 except Exception as exc:
                     if len(group) == 1:
                         results = [_as_error(exc)]
@@ -239,14 +245,14 @@ class CtiPipeline:
 
     async def _write_alone(self, batch: _Batch) -> Any:
         try:
-            return (await self.tl.db.write(lambda s: self._write(s, [batch])))[0]
+            return (await self.tl.db.write(lambda c: self._write(c, [batch])))[0]
         except Exception as exc:
             return _as_error(exc)
 
     def _write(
-        self, session: Session, group: list[_Batch]
+        self, conn: Connection, group: list[_Batch]
     ) -> list[list[tuple[CallEvent, Call | None]]]:
-        fresh = self._insert_records(session, [(ev, b.now) for b in group for ev in b.events])
+        fresh = self._insert_records(conn, [(ev, b.now) for b in group for ev in b.events])
         out = []
         for b in group:
             mine = []
@@ -255,12 +261,12 @@ class CtiPipeline:
                 if ev.dedup_key in fresh:
                     fresh.discard(ev.dedup_key)
                     hint = b.hints.get(ev.dedup_key, _UNKNOWN)
-                    mine.append((ev, self._apply(session, ev, b.now, hint, b.operators)))
+                    mine.append((ev, self._apply(conn, ev, b.now, hint, b.operators)))
             out.append(mine)
         return out
 
     def _insert_records(
-        self, session: Session, events: list[tuple[CallEvent, datetime]]
+        self, conn: Connection, events: list[tuple[CallEvent, datetime]]
     ) -> set[tuple[str, str, str]]:
         if not events:
             return set()
@@ -280,12 +286,12 @@ class CtiPipeline:
         # A prebuilt statement and parameter sets (not .values(rows)): compiled once, not
         # once per request; SQLAlchemy still sends one INSERT ... RETURNING for the batch.
         stmt = self._statements()[0]
-        result = session.connection().execute(stmt, rows)
+        result = conn.execute(stmt, rows)
         return {(r[0], r[1], r[2]) for r in result}
 
     def _apply(
         self,
-        session: Session,
+        conn: Connection,
         ev: CallEvent,
         now: datetime,
         hint: Any,
@@ -294,12 +300,12 @@ class CtiPipeline:
         at = ev.at or now
         if ev.event in _POPPING:
             # One statement: a row written by click-to-dial (or a repeat) stays as it is.
-            self._create_call(session, ev, at, hint, operators.get(ev.extension))
+            self._create_call(conn, ev, at, hint, operators.get(ev.extension))
             return None
-        call = self._call_row(session, ev)
+        call = self._call_row(conn, ev)
         if call is None:  # the ringing never reached us
-            self._create_call(session, ev, at, hint, operators.get(ev.extension))
-            call = self._call_row(session, ev)
+            self._create_call(conn, ev, at, hint, operators.get(ev.extension))
+            call = self._call_row(conn, ev)
             assert call is not None
         before = (call.answered_at, call.status, call.ended_at)
         if ev.event is CallEventType.ANSWERED:
@@ -314,7 +320,7 @@ class CtiPipeline:
             call.duration_s = max(0, int(talk))
             call.long_call = call.duration_s >= LONG_CALL_SECONDS
         if (call.answered_at, call.status, call.ended_at) != before:
-            session.connection().execute(
+            conn.execute(
                 self._statements()[3],
                 {
                     "row_id": call.id,
@@ -327,25 +333,23 @@ class CtiPipeline:
             )
         return call
 
-    def _call_row(self, session: Session, ev: CallEvent) -> Call | None:
+    def _call_row(self, conn: Connection, ev: CallEvent) -> Call | None:
         """The call's row as a detached ``Call`` (Core, not the ORM: the log's hot path)."""
-        row = (
-            session.connection()
-            .execute(self._statements()[2], {"call_id": ev.call_id, "ext": ev.extension})
-            .first()
-        )
+        row = conn.execute(
+            self._statements()[2], {"call_id": ev.call_id, "ext": ev.extension}
+        ).first()
         return None if row is None else Call(**row._mapping)
 
     def _create_call(
-        self, session: Session, ev: CallEvent, at: datetime, hint: Any, operator: User | None
+        self, conn: Connection, ev: CallEvent, at: datetime, hint: Any, operator: User | None
     ) -> None:
         e164 = try_normalize(ev.customer_number, self.tl.settings.default_region)
         client_id = None if hint is _UNKNOWN else hint
         if hint is _UNKNOWN and e164 is not None:
-            matches = match_rows_sync(session, e164, limit=2)
+            matches = match_rows_sync(conn, e164, limit=2)
             if len(matches) == 1:
                 client_id = matches[0].id
-        session.connection().execute(
+        conn.execute(
             self._statements()[1],
             {
                 "pbx_call_id": ev.call_id,

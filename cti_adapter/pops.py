@@ -17,12 +17,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlmodel import Session, col, select
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlmodel import Session, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine import phones
 from engine.access import can_see_client
-from engine.clients import card_sync, match_rows_sync, summary
+from engine.clients import card_sync, match_rows_sync, summary, summary_row_sync
 from engine.definitions import DefinitionCache
 from engine.models import Call, Client, User
 from engine.storage.database import Database
@@ -101,16 +103,19 @@ class OperatorDirectory:
             self._entries.pop(extension, None)
 
 
-def _active_users(session: Session, extensions: list[str]) -> dict[str, User]:
-    users = session.exec(
-        select(User)
-        .where(col(User.extension).in_(extensions), User.active == True)  # noqa: E712
-        .order_by(col(User.id))
-    ).all()
-    session.expunge_all()  # detached, loaded: readable after the session closes
+_USERS = User.__table__  # type: ignore[attr-defined]
+
+
+def _active_users(conn: Connection, extensions: list[str]) -> dict[str, User]:
+    rows = conn.execute(
+        sa.select(_USERS)
+        .where(_USERS.c.extension.in_(extensions), _USERS.c.active.is_(True))
+        .order_by(_USERS.c.id)
+    )
     found: dict[str, User] = {}
-    for user in users:
-        found.setdefault(user.extension, user)  # type: ignore[arg-type]
+    for row in rows:
+        # Plain, detached entities: readable anywhere, and no session to close.
+        found.setdefault(row.extension, User(**row._mapping))
     return found
 
 
@@ -132,14 +137,14 @@ async def lookup(
 
 
 def lookup_sync(
-    session: Session, raw: str, region: str, *, linked_client_id: int | None = None
+    session: Session | Connection, raw: str, region: str, *, linked_client_id: int | None = None
 ) -> Lookup:
     """The clients a number belongs to. A call already linked to a client (click-to-dial,
     the operator's choice) shows that client whatever else shares the number."""
     e164 = try_normalize(raw, region) if raw.strip() else None
     number = e164 or raw
     if linked_client_id is not None:
-        linked = session.get(Client, linked_client_id)
+        linked = summary_row_sync(session, linked_client_id)
         if linked is not None:
             return Lookup(number, e164, [linked])
     if e164 is None:
@@ -170,7 +175,7 @@ async def screen_pop(
 
 
 def screen_pop_sync(
-    session: Session,
+    session: Session | Connection,
     cache: DefinitionCache,
     viewer: User,
     call_id: str,

@@ -11,8 +11,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import sqlalchemy as sa
 from sqlalchemy import bindparam, func, update
-from sqlmodel import Session, col, select
+from sqlalchemy.engine import Connection
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine.errors import InvalidInput, NotFound
@@ -37,14 +39,15 @@ class DefinitionCache:
             defn = self.remember(row)
         return defn
 
-    def get_sync(self, session: Session, version_id: int) -> WorkflowDefinition:
-        """The same, for reads that run on a synchronous session (see Database.read)."""
+    def get_sync(self, conn: Connection, version_id: int) -> WorkflowDefinition:
+        """The same, for reads that run on a synchronous connection (see Database.read)."""
         defn = self._by_id.get(version_id)
         if defn is None:
-            row = session.get(WorkflowVersion, version_id)
+            table = WorkflowVersion.__table__  # type: ignore[attr-defined]
+            row = conn.execute(sa.select(table).where(table.c.id == version_id)).first()
             if row is None:
                 raise NotFound(f"workflow version {version_id} does not exist")
-            defn = self.remember(row)
+            defn = self.remember(row)  # type: ignore[arg-type]  # a row with the same columns
         return defn
 
     def remember(self, row: WorkflowVersion) -> WorkflowDefinition:

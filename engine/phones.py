@@ -103,6 +103,8 @@ def _parse_e164(e164: str) -> PhoneNumber:
     return phonenumbers.parse(e164, None)
 
 
+# Every screen pop shows the caller's zone; the same clients ring again and again.
+@lru_cache(maxsize=65536)
 def timezones_for(e164: str) -> tuple[str, ...]:
     """Every IANA zone the number's prefix may be in (empty when unknown), as phonenumbers
     orders them (alphabetically)."""
