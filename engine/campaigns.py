@@ -49,6 +49,7 @@ from engine.models import (
     User,
 )
 from engine.runtime import Runtime
+from engine.workflow import WorkflowDefinition
 
 MAX_HOLDOUT = 0.5
 RESPONSES = ("accepted", "declined", "no_response")
@@ -118,27 +119,10 @@ async def create_campaign(
         raise InvalidInput("ends_on is before starts_on", field="ends_on")
     version = await current_version(session)
     defn = await runtime.cache.get(session, version.id)  # type: ignore[arg-type]
-    sdef = defn.states.get(new.entry_state)
-    if sdef is None:
-        raise InvalidInput(
-            f"{new.entry_state!r} is not a state of the workflow", field="entry_state"
-        )
-    rule = sdef.follow_up
-    if sdef.final or rule is None or rule.auto_event:
-        # A campaign is calls: a state nobody calls in would enrol clients into nothing.
-        raise InvalidInput(
-            f"entry state {new.entry_state!r} does not schedule a call", field="entry_state"
-        )
-    if (
-        new.kind == CampaignKind.MAILING_FOLLOW_UP
-        and rule.due.mode == "after"
-        and not rule.due.after
-    ):
-        raise InvalidInput(
-            f"a mailing follow-up needs an entry state that calls back after a delay; "
-            f"{new.entry_state!r} calls at once",
-            field="entry_state",
-        )
+    refusal = entry_refusal(defn, new.entry_state, new.kind)
+    if refusal is not None:
+        raise InvalidInput(refusal, field="entry_state")
+    sdef = defn.states[new.entry_state]
     campaign = Campaign(
         name=name,
         description=new.description[:500],
@@ -158,6 +142,23 @@ async def create_campaign(
     session.add(campaign)
     await session.flush()
     return campaign
+
+
+def entry_refusal(defn: WorkflowDefinition, state: str, kind: str) -> str | None:
+    """Why ``state`` cannot be the entry state of a campaign of ``kind``; None when it can."""
+    sdef = defn.states.get(state)
+    if sdef is None:
+        return f"{state!r} is not a state of the workflow"
+    rule = sdef.follow_up
+    if sdef.final or rule is None or rule.auto_event:
+        # A campaign is calls: a state nobody calls in would enrol clients into nothing.
+        return f"entry state {state!r} does not schedule a call"
+    if kind == CampaignKind.MAILING_FOLLOW_UP and rule.due.mode == "after" and not rule.due.after:
+        return (
+            f"a mailing follow-up needs an entry state that calls back after a delay; "
+            f"{state!r} calls at once"
+        )
+    return None
 
 
 async def get_campaign(session: AsyncSession, campaign_id: int) -> Campaign:

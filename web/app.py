@@ -9,7 +9,7 @@ from aiohttp import web
 
 from cti_adapter.port import PbxConnector
 from engine.service import Tierline
-from web import pages, ws
+from web import pages, pages_segments, ws
 from web.api import (
     admin,
     calls,
@@ -67,7 +67,7 @@ def create_app(
         calls,
         admin,
     )
-    for module in (*modules, ws, pages):
+    for module in (*modules, ws, pages, pages_segments):
         module.setup(app)
     return app
 

@@ -1,4 +1,5 @@
-"""Campaigns for supervisors and admins: create, launch, record responses, read the report.
+"""Campaigns for supervisors and admins: create, launch, record responses, read the report;
+list the members (with names) and the states a campaign may enter, for the segments page.
 
 Operators get 403: a campaign spans a whole segment and its report compares colleagues' work.
 """
@@ -9,11 +10,14 @@ import logging
 from datetime import date
 
 from aiohttp import web
+from sqlmodel import col, select
 
 from engine import campaigns, control_group, funnel
 from engine.campaigns import NewCampaign
+from engine.clients import summary
+from engine.definitions import current_version
 from engine.errors import InvalidInput
-from engine.models import Role, User
+from engine.models import Arm, CampaignKind, CampaignMember, Client, Role, User
 from engine.service import QUEUE_CHANNEL, Tierline
 from web.api.session import read_json
 from web.keys import TIERLINE
@@ -22,6 +26,7 @@ from web.middleware import current_user
 log = logging.getLogger("tierline.web")
 routes = web.RouteTableDef()
 STAFF = (Role.SUPERVISOR, Role.ADMIN)
+MAX_PAGE = 500
 
 
 def _staff(request: web.Request) -> tuple[User, Tierline]:
@@ -108,6 +113,67 @@ async def launch(request: web.Request) -> web.Response:
             log.warning("queue_changed not announced after a launch: %s", exc)
         tl.timer.wake_at(tl.clock.now())  # the dispatcher finds the new follow-ups itself
     return web.json_response(payload)
+
+
+@routes.get("/api/campaigns/entry-states")
+async def entry_states(request: web.Request) -> web.Response:
+    """The current workflow's states a campaign may enter, and which of them also suit a
+    mailing follow-up: the page offers these rather than letting every state be refused."""
+    _, tl = _staff(request)
+    async with tl.db.session() as db:
+        defn = tl.cache.remember(await current_version(db))
+    mailing = CampaignKind.MAILING_FOLLOW_UP
+    states = [
+        {
+            "name": s.name,
+            "title": s.title,
+            "tier": s.tier,
+            "mailing": campaigns.entry_refusal(defn, s.name, mailing) is None,
+        }
+        for s in defn.states.values()
+        if campaigns.entry_refusal(defn, s.name, CampaignKind.CALLS) is None
+    ]
+    return web.json_response({"states": states})
+
+
+@routes.get("/api/campaigns/{campaign_id:\\d+}/members")
+async def members(request: web.Request) -> web.Response:
+    """?arm=called|control&after_id=&limit= -> the members with their clients' names, by
+    client id (keyset pages), so responses can be recorded against a name, not an id."""
+    _, tl = _staff(request)
+    arm = request.query.get("arm") or None
+    if arm is not None and arm not in set(Arm):
+        raise InvalidInput(f"arm must be one of {[a.value for a in Arm]}", field="arm")
+    limit = min(_query_int(request, "limit", 50), MAX_PAGE) or 1
+    after = _query_int(request, "after_id", 0)
+    m = CampaignMember
+    query = (
+        select(m, Client)
+        .join(Client, col(Client.id) == col(m.client_id))
+        .where(col(m.campaign_id) == _campaign_id(request), col(m.client_id) > after)
+        .order_by(col(m.client_id))
+        .limit(limit)
+    )
+    if arm is not None:
+        query = query.where(col(m.arm) == arm)
+    async with tl.db.session() as db:
+        await campaigns.get_campaign(db, _campaign_id(request))
+        rows = list(await db.exec(query))
+    return web.json_response(
+        {
+            "members": [{**campaigns.member_json(mb), "client": summary(c)} for mb, c in rows],
+            "next_after": rows[-1][0].client_id if len(rows) == limit else None,
+        }
+    )
+
+
+def _query_int(request: web.Request, name: str, default: int) -> int:
+    text = request.query.get(name, "")
+    if not text:
+        return default
+    if not text.isdigit():
+        raise InvalidInput(f"{name} must be a whole number, 0 or more", field=name)
+    return int(text)
 
 
 @routes.get("/api/campaigns/{campaign_id:\\d+}/report")
