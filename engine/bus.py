@@ -222,7 +222,10 @@ class RedisBus(_Handlers):
                 log.log(
                     logging.WARNING if expected else logging.ERROR,
                     "redis bus lost %s (%s); retrying in %.2fs",
-                    self._safe_url, exc, delay, exc_info=not expected,
+                    self._safe_url,
+                    exc,
+                    delay,
+                    exc_info=not expected,
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._max_reconnect_delay)

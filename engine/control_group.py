@@ -80,9 +80,7 @@ def wilson(successes: int, n: int, confidence: float = 0.95) -> tuple[float, flo
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def diff_of_proportions(
-    x1: int, n1: int, x2: int, n2: int, confidence: float = 0.95
-) -> Interval:
+def diff_of_proportions(x1: int, n1: int, x2: int, n2: int, confidence: float = 0.95) -> Interval:
     """p1 - p2 with Newcombe's hybrid score interval (his method 10)."""
     p1, p2 = x1 / n1, x2 / n2
     l1, u1 = wilson(x1, n1, confidence)

@@ -81,11 +81,13 @@ async def explain_next_call(
     title = state.title if state else client.state
     if fu is None:
         why = (
-            f"{title} is a final state" if state is not None and state.final
+            f"{title} is a final state"
+            if state is not None and state.final
             else f"nothing is scheduled in {title}"
         )
-        return NextCall(text=f"No further calls: {why}.", due_at=None, reason="", timezone=tz,
-                        steps=history)
+        return NextCall(
+            text=f"No further calls: {why}.", due_at=None, reason="", timezone=tz, steps=history
+        )
 
     when = calendar.describe(fu.due_at, tz)
     why = _strip_when(fu.reason, when)

@@ -11,9 +11,7 @@ from engine.storage.types import JSONDict, JSONList, UTCDateTime
 
 
 def utc(*, nullable: bool = False, index: bool = False, default: Any = None) -> Any:
-    return Field(
-        default=default, sa_column=Column(UTCDateTime(), nullable=nullable, index=index)
-    )
+    return Field(default=default, sa_column=Column(UTCDateTime(), nullable=nullable, index=index))
 
 
 def json_dict() -> Any:

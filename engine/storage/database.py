@@ -169,12 +169,6 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")
-    # The default page cache is 2 MB per connection: with 100,000 clients a pop's card
-    # missed it and went to the OS for every B-tree page (137 µs instead of 20 µs for the
-    # card's first select, bench/pop_latency.py). Reading the file through a memory map
-    # shares one copy of the pages between connections and costs no system call per page.
-    cur.execute("PRAGMA mmap_size=1073741824")
-    cur.execute("PRAGMA cache_size=-32768")
     cur.close()
 
 
