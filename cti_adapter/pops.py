@@ -48,13 +48,15 @@ class OperatorDirectory:
     read refreshes it (with every other stale one), so a pop never waits for the directory
     twice. Misses are cached
     too: a trunk or a ring-group extension with nobody on it costs no query per event.
-    :meth:`invalidate` (which the users API may call) forgets entries. Measured: reloading
+    :meth:`invalidate` forgets entries: the users API announces every change of a user's
+    extension, tier or state on the bus (``USERS_CHANNEL``), and each node's pipeline calls
+    it, so the TTL is only the safety net for a change made behind the API. Measured: reloading
     a whole 10,000-user department every few seconds stalled the event loop for a second
     (a CPU-bound worker thread starves the loop of the GIL); one row at a time does not.
     """
 
     def __init__(
-        self, db: Database, *, ttl: float = 5.0, now: Callable[[], float] = time.monotonic
+        self, db: Database, *, ttl: float = 60.0, now: Callable[[], float] = time.monotonic
     ) -> None:
         self.db = db
         self.ttl = ttl

@@ -24,6 +24,8 @@ _hasher = PasswordHasher()
 _DUMMY_HASH = _hasher.hash("tierline-timing-equaliser")
 
 MIN_PASSWORD = 8
+# Bus channel of user changes: {"type": "user_changed", "user_id", "access": bool}.
+USERS_CHANNEL = "users"
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from cti_adapter.pipeline import CtiPipeline
 from cti_adapter.port import PbxConnector
 from cti_adapter.webhook import MAX_BODY_BYTES, SIGNATURE_HEADER, parse_events, verify_signature
 from engine.errors import TierlineError
+from engine.users import USERS_CHANNEL
 from web.keys import PBX, TIERLINE
 
 log = logging.getLogger("tierline.cti")
@@ -141,6 +142,19 @@ async def _handle(pipeline: CtiPipeline, batch: list[CallEvent]) -> None:
                 await asyncio.sleep(delay)
 
 
+async def _directory_lifecycle(app: web.Application) -> AsyncIterator[None]:
+    """A user's extension or state changed (on any node): forget the cached operators."""
+    directory = app[PIPELINE].directory
+
+    def on_bus(channel: str, message: dict) -> None:
+        if channel == USERS_CHANNEL and message.get("access"):
+            directory.invalidate()
+
+    unsubscribe = app[TIERLINE].bus.subscribe(on_bus)
+    yield
+    unsubscribe()
+
+
 async def _pump_lifecycle(app: web.Application) -> AsyncIterator[None]:
     task: asyncio.Task[None] | None = None
     connector = app.get(PBX)
@@ -158,4 +172,5 @@ async def _pump_lifecycle(app: web.Application) -> AsyncIterator[None]:
 def setup(app: web.Application) -> None:
     app[PIPELINE] = CtiPipeline(app[TIERLINE])
     app.add_routes(routes)
+    app.cleanup_ctx.append(_directory_lifecycle)
     app.cleanup_ctx.append(_pump_lifecycle)

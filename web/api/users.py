@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+
 from aiohttp import web
 from sqlmodel import select
 
 from engine.definitions import current_version
-from engine.errors import InvalidInput, NotFound
+from engine.errors import InvalidInput, NotFound, Unavailable
 from engine.models import AuditEntry, Role, User
-from engine.users import NewUser, create_user, public_user
+from engine.users import USERS_CHANNEL, NewUser, create_user, public_user
 from web.api.session import read_json
 from web.keys import TIERLINE
 from web.middleware import current_user
 
+log = logging.getLogger("tierline.web")
 routes = web.RouteTableDef()
 
 
@@ -65,6 +68,27 @@ async def list_users(request: web.Request) -> web.Response:
         return web.json_response({"users": [public_user(u) for u in users]})
 
 
+def _check_update(body: dict, user: User, tiers: tuple[str, ...]) -> None:
+    """The same rules as creation (NewUser.check) for the fields an update may change."""
+    if "active" in body and not isinstance(body["active"], bool):
+        raise InvalidInput("active must be true or false", field="active")
+    for name in ("tier", "extension", "display_name"):
+        if name in body and body[name] is not None and not isinstance(body[name], str):
+            raise InvalidInput(f"{name} must be text", field=name)
+    tier = body.get("tier", user.tier) or None
+    if tier is not None and tier not in tiers:
+        raise InvalidInput(f"unknown tier {tier!r}; tiers are {', '.join(tiers)}", field="tier")
+    if user.role == Role.OPERATOR and tier is None:
+        raise InvalidInput("an operator works one tier: give a tier", field="tier")
+    extension = body.get("extension") or ""
+    if len(extension) > 32 or (extension and not extension.isprintable()):
+        raise InvalidInput("extension must be up to 32 printable characters", field="extension")
+
+
+# Fields whose change alters what a user may receive: their sockets are closed and reconnect.
+_ACCESS = ("active", "tier", "extension")
+
+
 @routes.patch("/api/users/{user_id:\\d+}")
 async def update_user(request: web.Request) -> web.Response:
     admin = current_user(request, Role.ADMIN)
@@ -74,9 +98,8 @@ async def update_user(request: web.Request) -> web.Response:
         user = await db.get(User, int(request.match_info["user_id"]))
         if user is None:
             raise NotFound("no such user")
+        _check_update(body, user, tl.cache.remember(await current_version(db)).tiers)
         if "active" in body:
-            if not isinstance(body["active"], bool):
-                raise InvalidInput("active must be true or false", field="active")
             if user.id == admin.id and not body["active"]:
                 raise InvalidInput("you cannot deactivate yourself", field="active")
             user.active = body["active"]
@@ -93,6 +116,13 @@ async def update_user(request: web.Request) -> web.Response:
                 detail={k: body[k] for k in body if k != "password"},
             )
         )
+    change = {"type": "user_changed", "user_id": user.id, "access": any(k in body for k in _ACCESS)}
+    try:
+        # Every node: the screen-pop directory forgets the extension, the hub closes the
+        # user's sockets so a deactivated or moved operator stops receiving at once.
+        await tl.bus.publish(USERS_CHANNEL, change)
+    except Unavailable as exc:  # saved; other nodes catch up within the directory's TTL
+        log.warning("user %s changed, but the bus is down: %s", user.id, exc)
     return web.json_response(public_user(user))
 
 
