@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     pbx_secret: SecretStr | None = None  # HMAC key of POST /cti/events
     default_region: str = "RU"
     timezone: str = "Europe/Moscow"  # the department's own zone: slices, business days
+    # Our own company, as operators name it on the phone: {company} in call scripts.
+    company_name: str = ""
 
     # Calling windows, in each client's own time zone.
     calling_window: str = "09:00-20:00"

@@ -19,6 +19,7 @@ from aiohttp import web
 from engine.models import Role, User
 from engine.users import public_user
 from web.api.session import sign_in
+from web.keys import TIERLINE
 from web.middleware import current_session
 from web.sessions import COOKIE
 
@@ -62,8 +63,8 @@ JS_STRINGS = (
     "Search clients", "No clients found.", "Open", "Dismiss", "Client", "Do not call",
     "unowned", "Error", "Open client", "Calls", "Queue", "min", "s", "no outcome",
     "Recording…", "Something went wrong", "Sign in again", "Close", "Add note", "Note added.",
-    "Record another outcome",
-)
+    "Record another outcome", "Not set: {name}",
+)  # fmt: skip
 
 
 def pick_language(accept_language: str) -> str:
@@ -90,7 +91,6 @@ class Translator:
         return {key: self(key) for key in keys}
 
 
-
 def _home(user: User) -> str:
     return HOME_BY_ROLE.get(Role(user.role), "/login")
 
@@ -105,23 +105,30 @@ def _static_url(name: str) -> str:
 
 
 def render(
-    request: web.Request, template: str, context: dict[str, object], *, status: int = 200
+    request: web.Request,
+    template: str,
+    context: dict[str, object],
+    *,
+    status: int = 200,
+    page_data: dict[str, object] | None = None,
 ) -> web.Response:
-    """Render ``template`` with what every page's layout needs."""
+    """Render ``template`` with what every page's layout needs; ``page_data`` adds to what
+    the page's scripts read."""
     translator = Translator(pick_language(request.headers.get("Accept-Language", "")))
     user: User | None = request.get("user")
     session = current_session(request)
-    page_data = {
+    data = {
         "user": public_user(user) if user else None,
         "strings": translator.catalog(JS_STRINGS),
         "lang": translator.lang,
+        **(page_data or {}),
     }
     full = {
         "_": translator,
         "lang": translator.lang,
         "user": user,
         "csrf_token": session.csrf if session else "",
-        "page_data": page_data,
+        "page_data": data,
         "static_url": _static_url,
         **context,
     }
@@ -205,7 +212,11 @@ async def console(request: web.Request) -> web.Response:
     user = _require(request, Role.OPERATOR)
     if isinstance(user, web.Response):
         return user
-    return render(request, "console.html", {"title": "Operator console"})
+    # Call scripts say {company}: our own company's name, from the settings.
+    company = request.app[TIERLINE].settings.company_name
+    return render(
+        request, "console.html", {"title": "Operator console"}, page_data={"company_name": company}
+    )
 
 
 def setup(app: web.Application) -> None:

@@ -8,6 +8,7 @@ call, and events whose outcome would be a coin toss.
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from collections.abc import Callable
 
@@ -25,6 +26,12 @@ ESCALATION_STEPS = ("operator", "tier", "supervisor")
 CHECKLIST_STAGES = (
     "contact", "diagnosis", "presentation", "objections", "price", "close", "invoice",
 )  # fmt: skip
+
+# What a call script may say in braces; the console fills them in (web/static/console.js,
+# fillScript): the signed-in operator's name, our company (setting company_name), the client.
+SCRIPT_PLACEHOLDERS = ("operator", "company", "client")
+# The same pattern as console.js: other braces ("{ }", "{a b}") are plain text.
+PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 Add = Callable[[int, str], None]
@@ -235,3 +242,32 @@ def _check_reachability(defn: WorkflowDefinition, add: Add) -> None:
                 f"state '{state.name}' cannot be reached from the initial state "
                 f"'{defn.initial}': add a transition into it, or remove it",
             )
+
+
+def placeholder_problems(defn: WorkflowDefinition) -> list[DefinitionProblem]:
+    """Each unknown ``{name}`` in a call script, at the source line it is written on.
+
+    Kept out of validate() on purpose: load_definition() re-validates versions already
+    stored (DefinitionCache), and a version published before this rule must keep loading.
+    Whoever accepts new text (the workflow editor's validate and publish) adds this check.
+    """
+    problems: list[DefinitionProblem] = []
+    lines = defn.source.splitlines()
+    for state in defn.states.values():
+        first = state.line_of("script")
+        # The script's text spans at most this many source lines after its key.
+        block = lines[first - 1 : first + state.script.count("\n") + 1]
+        for name in dict.fromkeys(PLACEHOLDER.findall(state.script)):
+            if name in SCRIPT_PLACEHOLDERS:
+                continue
+            token = "{" + name + "}"
+            at = next((first + i for i, text in enumerate(block) if token in text), first)
+            problems.append(
+                DefinitionProblem(
+                    at,
+                    f"state '{state.name}': unknown placeholder {token} in the script; "
+                    f"use {', '.join('{' + p + '}' for p in SCRIPT_PLACEHOLDERS)} "
+                    "(or write the words out)",
+                )
+            )
+    return sorted(problems, key=lambda p: p.line)

@@ -134,9 +134,7 @@ async def test_unknown_caller_becomes_a_lead_from_the_pop(page: Any, server: Ser
     await server.call_event("hangup", call_id, "+7 916 555-09-99", "202")
     await expect(card.get_by_test_id("outcome")).to_be_visible()
     await card.locator('button[data-event="no_answer"]').click()
-    await expect(page.get_by_test_id("card").get_by_test_id("state")).to_have_text(
-        "No answer yet"
-    )
+    await expect(page.get_by_test_id("card").get_by_test_id("state")).to_have_text("No answer yet")
     await _no_script_errors(page)
 
 
@@ -249,4 +247,41 @@ async def test_queue_lists_due_calls_and_call_next_dials(page: Any, server: Serv
     banner = page.get_by_test_id("call-banner")
     await expect(banner).to_contain_text("Outgoing call")
     await expect(banner).to_contain_text("Dialling")
+    await _no_script_errors(page)
+
+
+async def test_call_script_names_the_operator_and_the_client(page: Any, server: Server) -> None:
+    await open_console(page, server, "cold2")
+    name = "Zoe <i>Scripted</i>"
+    created = await page.evaluate(
+        """(name) => Tierline.api("POST", "/api/clients",
+            {name: name, phones: ["+7 916 555-07-07"]})""",
+        name,
+    )
+    assert created["state"] == "new"
+
+    await server.call_event("ringing", new_call_id(), "+7 916 555-07-07", "202")
+    card = page.get_by_test_id("card")
+    await expect(card.get_by_test_id("client-name")).to_have_text(name)
+    script = card.get_by_test_id("script").locator(".script-text")
+    # This server sets no TIERLINE_COMPANY_NAME: {company} is a visible gap, not braces.
+    await expect(script).to_contain_text(
+        f"Hello, this is Cold2 from …. Is this {name}? Do you have a minute?"
+    )
+    assert "{" not in (await script.text_content() or "")
+    missing = script.locator(".script-missing")
+    await expect(missing).to_have_count(1)
+    await expect(missing).to_have_attribute("title", "Not set: company")
+    assert await page.locator("#pop .script-text i").count() == 0  # the name stays text
+
+    # A configured company fills in; a placeholder nobody knows stays as written.
+    filled = await page.evaluate(
+        """(text) => {
+            const box = Tierline.el("div", null, TierlineConsole.fillScript(text,
+                {operator: "Ann", company: "Northwind", client: ""}));
+            return [box.textContent, box.querySelectorAll(".script-missing").length];
+        }""",
+        "{operator} of {company} calls {client} about {product}.",
+    )
+    assert filled == ["Ann of Northwind calls … about {product}.", 1]
     await _no_script_errors(page)

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from engine.errors import DefinitionError
-from engine.workflow import check_compiles, load_definition, parse_definition, validate
+from engine.workflow import (
+    check_compiles,
+    default_definition_text,
+    load_definition,
+    parse_definition,
+    validate,
+)
+from engine.workflow.validate import placeholder_problems
 
 BASE = """\
 name: mini
@@ -307,3 +314,43 @@ def test_compile_check_catches_what_the_library_catches() -> None:
     (problem,) = check_compiles(unknown_guard)
     assert "has_fax" in problem.message
     assert problem.line == line_with(BASE, "event: close")  # the transition it names
+
+
+SCRIPTED = broken(
+    "    checklist: [contact]\n",
+    "    script: |\n"
+    "      Hello, this is {operator} from {company}. Is this {client}?\n"
+    "      We sell {product} - braces that are no placeholder stay text: { }, {a b}.\n"
+    "      Ask about {product} again, and greet {Client}.\n"
+    "    checklist: [contact]\n",
+)
+
+
+def test_known_placeholders_and_other_braces_are_fine() -> None:
+    text = broken("    checklist: [contact]\n", "    script: Hi {client}, {operator} here. { }\n")
+    assert placeholder_problems(parse_definition(text)) == []
+    assert placeholder_problems(load_definition(default_definition_text())) == []
+
+
+def test_unknown_placeholder_is_refused_at_its_line_once() -> None:
+    problems = [(p.line, p.message) for p in placeholder_problems(parse_definition(SCRIPTED))]
+    assert [line for line, _ in problems] == [
+        line_with(SCRIPTED, "We sell {product}"),
+        line_with(SCRIPTED, "greet {Client}"),  # placeholders are case-sensitive
+    ]
+    assert "state 'new': unknown placeholder {product}" in problems[0][1]
+    assert "use {operator}, {company}, {client}" in problems[0][1]
+    assert "{Client}" in problems[1][1]
+
+
+def test_one_line_script_is_refused_at_its_key() -> None:
+    text = broken("    checklist: [contact]\n", "    script: 'Hello {nmae}'\n")
+    (problem,) = placeholder_problems(parse_definition(text))
+    assert problem.line == line_with(text, "script: 'Hello {nmae}'")
+
+
+def test_versions_already_published_with_unknown_placeholders_still_load() -> None:
+    """load_definition() also reads stored versions back: the placeholder rule is for new
+    text only, or a database with an old {product} script could no longer show a card."""
+    assert problems_of(SCRIPTED) == []
+    assert load_definition(SCRIPTED).states["new"].script.count("{product}") == 2

@@ -21,6 +21,7 @@ from engine.errors import DefinitionError, DefinitionProblem, InvalidInput, NotF
 from engine.models import AuditEntry, Client, Role, User, WorkflowVersion
 from engine.service import QUEUE_CHANNEL
 from engine.workflow import WorkflowDefinition, check_compiles, parse_definition, validate
+from engine.workflow.validate import placeholder_problems
 from web.api.session import read_json
 from web.keys import TIERLINE
 from web.middleware import current_user
@@ -124,7 +125,7 @@ def _check(source: str) -> tuple[WorkflowDefinition | None, list[DefinitionProbl
         defn = parse_definition(source)
     except DefinitionError as err:
         return None, list(err.problems)
-    problems = validate(defn) or check_compiles(defn)
+    problems = (validate(defn) or check_compiles(defn)) + placeholder_problems(defn)
     if defn.name != DEFAULT_NAME:
         # Clients run on the workflow of this name; a renamed copy would be published beside
         # it and never used.

@@ -267,6 +267,47 @@
     }
   }
 
+  /* ---------------------------------------------------------------- call scripts */
+
+  const PAGE = (function () {
+    try {
+      return JSON.parse($("page-data").textContent) || {};
+    } catch (e) {
+      return {}; // common.js has already said so: without page data nothing is translated
+    }
+  })();
+  const PLACEHOLDER = /\{([A-Za-z_][A-Za-z0-9_]*)\}/g; // as engine/workflow/validate.py
+
+  function scriptValues(card) {
+    const me = T.user || {};
+    return {
+      operator: me.display_name || me.username || "",
+      company: PAGE.company_name || "",
+      client: card.name || "",
+    };
+  }
+
+  /* The script with its {placeholders} filled in, as strings and nodes for el(): never HTML.
+     A known placeholder without a value shows "…", titled with its name: braces would be
+     read aloud, and nothing at all would silently drop a word from the sentence. An unknown
+     one stays as written, so whoever wrote it sees the typo (publishing refuses new ones,
+     but a version published before that rule may still say {product}). */
+  function fillScript(script, values) {
+    const text = String(script || "");
+    const parts = [];
+    let at = 0;
+    for (const m of text.matchAll(PLACEHOLDER)) {
+      if (!Object.prototype.hasOwnProperty.call(values, m[1])) continue;
+      parts.push(text.slice(at, m.index));
+      parts.push(values[m[1]] || el("span", {
+        class: "script-missing", title: t("Not set: {name}", { name: m[1] }),
+      }, "…"));
+      at = m.index + m[0].length;
+    }
+    parts.push(text.slice(at));
+    return parts;
+  }
+
   /* ---------------------------------------------------------------- the card */
 
   function showCard(card, callId, notice) {
@@ -315,7 +356,8 @@
       card.do_not_call ? el("span", { class: "badge badge-overdue" }, t("Do not call")) : null);
 
     const script = section("Script", "script");
-    script.body.appendChild(el("div", { class: "script-text" }, card.script || ""));
+    script.body.appendChild(el("div", { class: "script-text" },
+      fillScript(card.script, scriptValues(card))));
 
     const checklist = section("Quality checklist", "checklist");
     (card.checklist || []).forEach(function (stage) {
@@ -722,6 +764,7 @@
   window.TierlineConsole = {
     socket: function () { return S.ws; },
     view: function () { return S.view; },
+    fillScript: fillScript,
   };
 
   document.addEventListener("DOMContentLoaded", function () {
