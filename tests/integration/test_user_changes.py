@@ -93,6 +93,10 @@ async def test_bad_updates_are_refused(web_client, aiohttp_client, tl) -> None:
         resp = await admin.patch(f"/api/users/{olga.id}", json=body)
         assert resp.status == 400, (body, await resp.text())
         assert (await resp.json())["field"] == field, body
+    await make_user(tl, "boris", tier="cold", extension="102")
+    resp = await admin.patch(f"/api/users/{olga.id}", json={"extension": "102"})
+    assert resp.status == 409, await resp.text()
+    assert (await resp.json())["field"] == "extension"
     resp = await admin.get("/api/users")
     mine = next(u for u in (await resp.json())["users"] if u["id"] == olga.id)
     assert (mine["tier"], mine["extension"], mine["active"]) == ("cold", "101", True)

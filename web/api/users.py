@@ -8,7 +8,7 @@ from aiohttp import web
 from sqlmodel import select
 
 from engine.definitions import current_version
-from engine.errors import InvalidInput, NotFound, Unavailable
+from engine.errors import Conflict, InvalidInput, NotFound, Unavailable
 from engine.models import AuditEntry, Role, User
 from engine.users import USERS_CHANNEL, NewUser, create_user, public_user
 from web.api.session import read_json
@@ -99,6 +99,14 @@ async def update_user(request: web.Request) -> web.Response:
         if user is None:
             raise NotFound("no such user")
         _check_update(body, user, tl.cache.remember(await current_version(db)).tiers)
+        extension = body.get("extension") or None
+        if extension is not None and extension != user.extension:
+            holder = (await db.exec(select(User).where(User.extension == extension))).first()
+            if holder is not None:
+                raise Conflict(
+                    f"extension {extension!r} is already taken by {holder.username}",
+                    field="extension",
+                )
         if "active" in body:
             if user.id == admin.id and not body["active"]:
                 raise InvalidInput("you cannot deactivate yourself", field="active")
