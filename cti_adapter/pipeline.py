@@ -52,6 +52,7 @@ from engine.storage.hot import HotQuery
 log = logging.getLogger("tierline.cti")
 
 _POPPING = (CallEventType.RINGING, CallEventType.DIALING)
+POPS_PER_HOP = 8
 _STATES = {CallEventType.ANSWERED: "answered", CallEventType.HANGUP: "hangup"}
 
 
@@ -134,16 +135,21 @@ class CtiPipeline:
     # --- pop path -----------------------------------------------------------------------
 
     async def _pops(self, events: list[CallEvent], matched: dict[Key, asyncio.Future[Any]]) -> int:
+        """Pop ``events`` a few per database hop: a PBX batch of k ringing events (a ring
+        group, a busy AMI stream) costs k/POPS_PER_HOP thread hops, not k, and the first
+        pops of the batch still go out before the rest are built."""
         sent = 0
-        for ev in events:
-            fut = matched.get(ev.dedup_key)
-            try:
-                sent += await self.pop(ev, fut)
-            except Exception:
-                # A pop is a convenience; the call log is the record. Never fail the event.
-                log.exception("screen pop for call %s failed", ev.call_id)
-            finally:
-                if fut is not None and not fut.done():
+        try:
+            for start in range(0, len(events), POPS_PER_HOP):
+                chunk = events[start : start + POPS_PER_HOP]
+                try:
+                    sent += await self.pop_many(chunk, matched)
+                except Exception:
+                    # A pop is a convenience; the call log is the record. Never fail the event.
+                    log.exception("screen pops for calls %s failed", [e.call_id for e in chunk])
+        finally:
+            for fut in matched.values():
+                if not fut.done():
                     fut.set_result(_UNKNOWN)
         return sent
 
@@ -152,31 +158,61 @@ class CtiPipeline:
 
         ``matched`` receives the one matching client's id (or None) as soon as it is known.
         """
-        user = await self.directory.by_extension(ev.extension)
-        if user is None:
-            return 0
+        return await self.pop_many([ev], {ev.dedup_key: matched} if matched else {})
+
+    async def pop_many(
+        self, events: list[CallEvent], matched: dict[Key, asyncio.Future[Any]]
+    ) -> int:
         tl = self.tl
         region, tz, sent_at = tl.settings.default_region, tl.settings.timezone, tl.clock.now()
+        wanted = []
+        for ev in events:
+            user = await self.directory.by_extension(ev.extension)
+            if user is not None:
+                wanted.append((ev, user))
+        if not wanted:
+            return 0
 
-        def build(conn: Connection) -> tuple[Lookup, dict[str, object]]:
-            # One hop to the database for the whole pop: lookup and card together.
-            linked = None
-            if ev.event is CallEventType.DIALING:
-                # Click-to-dial wrote the row first: show the client the operator chose.
-                linked = _LINKED.first(conn, {"call_id": ev.call_id, "ext": ev.extension})
-            found = lookup_sync(
-                conn, ev.customer_number, region, linked_client_id=linked and linked.client_id
-            )
-            message = screen_pop_sync(
-                conn, tl.cache, user, ev.call_id, found, default_tz=tz, sent_at=sent_at
-            )
-            return found, message
+        def build(conn: Connection) -> list[tuple[CallEvent, User, Lookup, dict] | None]:
+            # One hop to the database for these pops: lookups and cards together.
+            out: list[tuple[CallEvent, User, Lookup, dict] | None] = []
+            for ev, user in wanted:
+                try:
+                    linked = None
+                    if ev.event is CallEventType.DIALING:
+                        # Click-to-dial wrote the row first: show the client the operator chose.
+                        linked = _LINKED.first(conn, {"call_id": ev.call_id, "ext": ev.extension})
+                    found = lookup_sync(
+                        conn,
+                        ev.customer_number,
+                        region,
+                        linked_client_id=linked and linked.client_id,
+                    )
+                    message = screen_pop_sync(
+                        conn, tl.cache, user, ev.call_id, found, default_tz=tz, sent_at=sent_at
+                    )
+                    message["direction"] = ev.direction.value
+                    out.append((ev, user, found, message))
+                except Exception:
+                    # A pop is a convenience; the call log is the record. Never fail the event.
+                    log.exception("screen pop for call %s failed", ev.call_id)
+                    out.append(None)
+            return out
 
-        found, message = await tl.db.read(build)
-        if matched is not None and not matched.done():
-            matched.set_result(found.clients[0].id if len(found.clients) == 1 else None)
-        await tl.bus.publish(POPS_CHANNEL, addressed(user.id, message))  # type: ignore[arg-type]
-        return 1
+        sent = 0
+        for item in await tl.db.read(build):
+            if item is None:
+                continue
+            ev, user, found, message = item
+            fut = matched.get(ev.dedup_key)
+            if fut is not None and not fut.done():
+                fut.set_result(found.clients[0].id if len(found.clients) == 1 else None)
+            try:
+                await tl.bus.publish(POPS_CHANNEL, addressed(user.id, message))  # type: ignore[arg-type]
+                sent += 1
+            except Exception:
+                log.exception("screen pop for call %s not pushed", ev.call_id)
+        return sent
 
     async def _push_state(self, call: Call, state: str) -> bool:
         user_id = call.operator_id

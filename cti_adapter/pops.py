@@ -263,5 +263,6 @@ async def live_calls(
             session, cache, viewer, call.pbx_call_id, found, default_tz=default_tz
         )
         pop["state"] = call.status
+        pop["direction"] = call.direction
         out.append(pop)
     return out

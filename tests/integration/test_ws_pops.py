@@ -81,6 +81,7 @@ async def test_one_match_pops_the_full_card(web_client, aiohttp_client, tl, olga
     assert card["phones"][0]["e164"] == "+79161234567"
     assert card["events"] and card["script"] and "next_followup" in card
     assert pop["sent_at"].endswith("Z")
+    assert pop["direction"] == "inbound"
 
 
 async def test_several_matches_pop_the_list_and_the_choice_links_the_call(
@@ -197,6 +198,7 @@ async def test_a_reconnecting_browser_gets_the_live_calls(
     hello = await again.receive_json(timeout=5)
     [live] = hello["live_calls"]
     assert (live["type"], live["call_id"], live["client"]["id"]) == ("screen_pop", "c7", ivan.id)
+    assert (live["state"], live["direction"]) == ("ringing", "inbound")
     # The pop in hello counts as delivered: a late repeat of it does not pop again.
     await pbx(web_client, ev("ringing", "c7"), ev("answered", "c7"))
     assert (await next_of(again, "screen_pop", "call_state"))["type"] == "call_state"
@@ -329,3 +331,28 @@ async def test_click_to_dial_pops_the_chosen_client(
     pop = await next_of(ws, "screen_pop")
     assert pop["call_id"] == (await resp.json())["call_id"]
     assert (pop["client"]["id"], pop["matches"]) == (maria.id, [])
+    assert pop["direction"] == "outbound"
+
+
+async def test_a_batch_of_ringing_events_pops_each_operator(web_client, aiohttp_client, tl) -> None:
+    """One PBX request with more ringing events than one database hop builds (a ring group
+    across many phones): every operator gets exactly their own pop, with the right card."""
+    from cti_adapter.pipeline import POPS_PER_HOP
+
+    count = POPS_PER_HOP + 3
+    sockets = {}
+    for i in range(count):
+        await make_user(tl, f"ring{i}", tier="cold", extension=f"5{i:02d}")
+    ivan = await make_client(tl, "Ivan Petrov", IVAN)
+    for i in range(count):
+        _, sockets[i], _ = await connect(aiohttp_client, web_client.server, f"ring{i}")
+    await pbx(web_client, *(ev("ringing", "group1", ext=f"5{i:02d}") for i in range(count)))
+    for i in range(count):
+        pop = await next_of(sockets[i], "screen_pop")
+        assert (pop["call_id"], pop["client"]["id"]) == ("group1", ivan.id)
+    calls = await tl.db.read(
+        lambda c: c.exec_driver_sql(
+            "select count(*) from calls where pbx_call_id = 'group1' and client_id is not null"
+        ).scalar()
+    )
+    assert calls == count  # every leg logged and linked to the client the pop found
