@@ -19,7 +19,8 @@ from urllib.parse import urlsplit
 import pytest
 import redis.asyncio as redis
 
-from engine.bus import LocalBus, RedisBus, make_bus
+from engine.bus import LocalBus, make_bus
+from engine.bus_redis import RedisBus
 from engine.errors import Unavailable
 
 REDIS_URL = os.environ.get("TIERLINE_TEST_REDIS", "redis://127.0.0.1:6379/0")
