@@ -209,8 +209,9 @@ def screen_pop_sync(
     }
 
 
-def call_state(call: Call, state: str) -> dict[str, object]:
-    """The ``call_state`` message for an answered or hung-up call."""
+def call_state(call: Call | Any, state: str) -> dict[str, object]:
+    """The ``call_state`` message for an answered or hung-up call (a ``Call``, or a row with
+    its columns)."""
     message: dict[str, object] = {
         "type": "call_state",
         "call_id": call.pbx_call_id,

@@ -14,13 +14,13 @@ small, and aiosqlite (the async API's reads through ``run_sync``) is not the hot
 from __future__ import annotations
 
 from collections import namedtuple
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.orm import Session
-from sqlalchemy.sql import Select
+from sqlalchemy.sql import Executable
 
 Processor = Callable[[Any], Any] | None
 
@@ -34,11 +34,26 @@ class _Compiled:
 
 
 class HotQuery:
-    """``stmt`` run as ``query.rows(conn, {"name": value})`` -> rows with named columns."""
+    """``stmt`` run as ``query.rows(conn, {"name": value})`` -> rows with named columns.
 
-    def __init__(self, stmt: Select[Any]) -> None:
+    A select, or an INSERT/UPDATE (``keys``: an INSERT's columns, all of them given on every
+    call; with RETURNING, ``rows`` gives the returned rows).
+    """
+
+    def __init__(self, stmt: Executable, *, keys: Sequence[str] | None = None) -> None:
         self.stmt = stmt
+        self.keys = list(keys) if keys is not None else None
         self._sqlite: _Compiled | None = None
+
+    def execute(self, conn: Connection, params: Mapping[str, Any]) -> None:
+        """Run a statement whose result is not wanted (an UPDATE, an INSERT without RETURNING)."""
+        if conn.dialect.driver != "pysqlite":
+            conn.execute(self.stmt, dict(params))
+            return
+        compiled = self._sqlite or self._compile(conn.dialect)
+        conn.connection.driver_connection.execute(  # type: ignore[union-attr]
+            compiled.sql, compiled.params(params)
+        )
 
     def rows(self, conn: Connection, params: Mapping[str, Any]) -> list[Any]:
         if conn.dialect.driver != "pysqlite":  # PostgreSQL, or aiosqlite under run_sync
@@ -60,10 +75,10 @@ class HotQuery:
         return found[0] if found else None
 
     def _compile(self, dialect: Dialect) -> _Compiled:
-        compiled = self.stmt.compile(dialect=dialect)
+        compiled = self.stmt.compile(dialect=dialect, column_keys=self.keys)  # type: ignore[call-arg]
         order = list(compiled.positiontup or ())
-        # LIMIT's and literals' values; the named parameters come with every call.
-        defaults = {name: bind.value for name, bind in compiled.binds.items()}
+        # LIMIT's, literals' and column defaults' binds; named parameters come with each call.
+        defaults = dict(compiled.binds)
         binds = {
             name: fn for name, fn in (compiled._bind_processors or {}).items() if fn is not None
         }
@@ -71,7 +86,7 @@ class HotQuery:
         def params(given: Mapping[str, Any]) -> list[Any]:
             out = []
             for name in order:
-                value = given[name] if name in given else defaults[name]
+                value = given[name] if name in given else defaults[name].effective_value
                 fn = binds.get(name)
                 out.append(value if fn is None else fn(value))
             return out

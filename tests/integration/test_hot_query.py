@@ -62,3 +62,38 @@ async def test_raw_matches_and_summary_rows(tl: Tierline) -> None:
     row = await tl.db.read(lambda conn: summary_row_sync(conn, client_id))
     assert row is not None and row.state == rows[0].state
     assert await tl.db.read(lambda conn: summary_row_sync(conn, 10**9)) is None
+
+
+async def test_raw_call_log_writes_read_back_through_the_orm(tl: Tierline) -> None:
+    """The call log's INSERT/UPDATE go through the raw cursor on SQLite: what they store must
+    read back through SQLAlchemy exactly (UTC datetimes, booleans, JSON)."""
+    from datetime import timedelta
+
+    from sqlmodel import select
+
+    from cti_adapter.events import CallEvent, CallEventType, Direction
+    from cti_adapter.pipeline import CtiPipeline
+    from engine.models import Call, CallEventRecord
+
+    await make_user(tl, "olga", extension="101")
+    t0 = datetime(2026, 11, 23, 9, 30, 15, 123456, tzinfo=UTC)
+    times = {"ringing": t0, "answered": t0 + timedelta(seconds=5)}
+    times["hangup"] = times["answered"] + timedelta(minutes=10, seconds=1)
+    pipeline = CtiPipeline(tl)
+    for kind, at in times.items():
+        event = CallEvent(
+            event=CallEventType(kind), call_id="raw1", direction=Direction.INBOUND,
+            from_number="+7 916 444-00-09", to_number="7000", extension="101", at=at,
+        )  # fmt: skip
+        await pipeline.handle([event])
+    async with tl.db.session() as session:
+        call = (await session.exec(select(Call).where(Call.pbx_call_id == "raw1"))).one()
+        records = (await session.exec(select(CallEventRecord))).all()
+    assert (call.started_at, call.answered_at, call.ended_at) == (
+        times["ringing"],
+        times["answered"],
+        times["hangup"],
+    )
+    assert (call.status, call.duration_s, call.long_call) == ("ended", 601, True)
+    assert call.checklist == {} and call.number == "+79164440009"
+    assert sorted((r.event, r.at) for r in records) == sorted(times.items())
