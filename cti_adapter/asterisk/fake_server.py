@@ -15,7 +15,7 @@ import contextlib
 import itertools
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -212,11 +212,27 @@ class FakeAmiServer:
 
     async def send_event(self, fields: Mapping[str, str]) -> None:
         """Send one hand-made event to every logged-in client."""
-        self._track(dict(fields))
-        await self._broadcast(dict(fields))
+        await self.send_events([fields])
+
+    async def send_events(self, events: Iterable[Mapping[str, str]]) -> None:
+        """Send hand-made events back to back, in one write: a busy Asterisk's socket
+        carries many events per TCP segment, and a benchmark's PBX must not be slower than
+        the client it measures."""
+        payload = bytearray()
+        for fields in events:
+            self._track(dict(fields))
+            payload += encode_message(fields)
+        await self._write_all(bytes(payload))
+
+    async def send_encoded(self, payload: bytes) -> None:
+        """Send events already encoded (``encode_message``) as they are. For load generators:
+        no bookkeeping of live channels, so a CoreShowChannels after it lists none of them."""
+        await self._write_all(payload)
 
     async def _broadcast(self, fields: Mapping[str, str]) -> None:
-        payload = encode_message(fields)
+        await self._write_all(encode_message(fields))
+
+    async def _write_all(self, payload: bytes) -> None:
         for client in list(self._clients):
             if client.logged_in and not client.writer.is_closing():
                 client.writer.write(payload)

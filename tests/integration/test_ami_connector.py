@@ -83,6 +83,36 @@ async def test_logs_in_and_follows_an_inbound_call(
     await nothing_more(events)
 
 
+async def test_a_whole_call_in_one_segment_is_split_into_its_events(
+    server: FakeAmiServer, connector: AmiConnector
+) -> None:
+    """A busy Asterisk packs many events into one TCP segment (send_events writes a call's
+    ~90 events at once; send_encoded sends pre-encoded bytes, the benchmark's path)."""
+    from cti_adapter.asterisk.protocol import encode_message
+
+    events = connector.events()
+    async with asyncio.timeout(WAIT):
+        await connector.wait_connected()
+    recorded = [
+        b.fields
+        for b in server.recording("inbound_answered")
+        if b.banner is None and "Event" in b.fields
+        and b.fields["Event"] not in ("FullyBooted", "SuccessfulAuth")
+    ]  # fmt: skip
+    await server.send_events(recorded)
+    first = await take(events, 3)
+    moved = [
+        {k: v.replace("1795423894", "1795429999") for k, v in fields.items()} for fields in recorded
+    ]
+    await server.send_encoded(b"".join(encode_message(f) for f in moved))
+    second = await take(events, 3)
+    expected = [CallEventType.RINGING, CallEventType.ANSWERED, CallEventType.HANGUP]
+    assert [e.event for e in first] == [e.event for e in second] == expected
+    assert {e.call_id for e in first} == {"1795423894.0"}
+    assert {e.call_id for e in second} == {"1795429999.0"}
+    await nothing_more(events)
+
+
 async def test_refused_login_is_reported_and_not_retried_in_a_loop(
     server: FakeAmiServer, caplog: pytest.LogCaptureFixture
 ) -> None:
