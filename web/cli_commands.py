@@ -21,6 +21,8 @@ from engine.settings import Settings
 from engine.users import NewUser, create_user
 from engine.workflow import load_definition
 
+DEMO_COMPANY = "Tierline Demo Ltd"
+
 
 def serve(settings: Settings, args: argparse.Namespace) -> int:
     from cti_adapter.factory import connector_from
@@ -33,6 +35,9 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
         settings = settings.model_copy(
             update={"pbx_secret": SecretStr(persistent_secret(settings.data_dir, "pbx.key"))}
         )
+    if args.demo and not settings.company_name:
+        # The call scripts say "this is {operator} from {company}": give the demo a name.
+        settings = settings.model_copy(update={"company_name": DEMO_COMPANY})
     tl = Tierline.build(settings)
 
     async def prepare() -> web.Application:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sqlite3
@@ -94,3 +95,13 @@ def test_demo_department_and_a_simulated_call(demo_server):  # type: ignore[no-u
     calls = db.execute("select status, extension from calls").fetchall()
     assert calls == [("ended", "101")]
     db.close()
+
+    # The console's call scripts name our company: the demo has one.
+    jar = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+    body = json.dumps({"username": "cold1", "password": password}).encode()
+    signin = urllib.request.Request(
+        url + "/api/session", data=body, headers={"Content-Type": "application/json"}
+    )
+    assert jar.open(signin, timeout=10).status == 200
+    page = jar.open(url + "/console", timeout=10).read().decode()
+    assert '"company_name": "Tierline Demo Ltd"' in page
