@@ -124,15 +124,39 @@ class Hub:
 
     async def broadcast(self, message: dict[str, Any]) -> int:
         """Send to every socket, yielding to the loop every ``yield_every`` sockets so a pop
-        queued meanwhile is written after at most that many others, not after all of them."""
+        queued meanwhile is written after at most that many others, not after all of them.
+
+        An idle socket (nothing queued, its kernel buffer empty) is written to right here:
+        a writer task per socket would put 10,000 tasks in the loop's ready queue ahead of
+        any pop pushed meanwhile (measured: pop p99 2.2 s at 10,000 sockets). A busy one
+        gets the message in its outbox, behind what it already has."""
         item = _item(message)
         sent = 0
         for conn in self.sockets():
-            self._enqueue(conn, item)
+            await self._deliver_bulk(conn, item)
             sent += 1
             if self.yield_every and sent % self.yield_every == 0:
                 await asyncio.sleep(0)
         return sent
+
+    async def _deliver_bulk(self, conn: Conn, item: tuple[str | None, str]) -> None:
+        transport = conn.request.transport
+        if (
+            conn.closed
+            or not conn.ready
+            or conn.writer is not None
+            or conn.queue
+            or transport is None
+            or transport.get_write_buffer_size()
+        ):
+            self._enqueue(conn, item)
+            return
+        try:
+            # Uncompressed and with an empty buffer, this writes and returns without
+            # waiting for the peer: a slow browser's socket is never written to here.
+            await conn.ws.send_str(item[1])
+        except Exception as exc:  # the peer went away
+            self.drop(conn, WSCloseCode.GOING_AWAY, f"write failed: {exc}")
 
     def _enqueue(self, conn: Conn, item: tuple[str | None, str]) -> None:
         if conn.closed:
@@ -236,7 +260,7 @@ class Hub:
                 if now - conn.last_seen > self.dead_after:
                     self.drop(conn, WSCloseCode.GOING_AWAY, "no pong")
                 else:
-                    self._enqueue(conn, ping)
+                    await self._deliver_bulk(conn, ping)
                 if self.yield_every and n % self.yield_every == 0:
                     await asyncio.sleep(0)  # as broadcast(): pops keep flowing meanwhile
 

@@ -279,6 +279,14 @@ async def test_a_stalled_socket_does_not_delay_another_operators_pop(
     # Olga had her pop while Boris's messages were still waiting behind his stuck socket.
     assert boris_conn.queued() >= 2 and not boris_conn.closed
 
+    # A broadcast writes to Olga's idle socket at once and queues behind Boris's stuck one;
+    # it does not wait for him.
+    before = boris_conn.queued()
+    async with asyncio.timeout(2):
+        assert await hub.broadcast({"type": "dashboard", "n": 1}) == 2
+    assert (await next_of(olga_ws, "dashboard"))["n"] == 1
+    assert boris_conn.queued() == before + 1
+
     while not boris_conn.closed:
         hub.send_to_user(boris.id, big)
     assert hub.overflows == 1
