@@ -37,6 +37,7 @@ from cti_adapter.events import CallEvent, CallEventType
 from cti_adapter.pops import (
     POPS_CHANNEL,
     Lookup,
+    Operator,
     OperatorDirectory,
     addressed,
     call_state,
@@ -46,7 +47,7 @@ from cti_adapter.pops import (
 )
 from engine.clients import match_rows_sync
 from engine.errors import Unavailable
-from engine.models import LONG_CALL_SECONDS, Call, CallEventRecord, User
+from engine.models import LONG_CALL_SECONDS, Call, CallEventRecord
 from engine.service import Tierline
 from engine.storage.hot import HotQuery
 
@@ -93,7 +94,7 @@ class _Batch:
 
     events: list[CallEvent]
     hints: dict[Key, Any]
-    operators: dict[str, User | None]
+    operators: dict[str, Operator | None]
     now: datetime
     done: asyncio.Future[list[tuple[CallEvent, CallRow | None]]]
 
@@ -184,9 +185,9 @@ class CtiPipeline:
         if not wanted:
             return 0
 
-        def build(conn: Connection) -> list[tuple[CallEvent, User, Lookup, dict] | None]:
+        def build(conn: Connection) -> list[tuple[CallEvent, Operator, Lookup, dict] | None]:
             # One hop to the database for these pops: lookups and cards together.
-            out: list[tuple[CallEvent, User, Lookup, dict] | None] = []
+            out: list[tuple[CallEvent, Operator, Lookup, dict] | None] = []
             for ev, user in wanted:
                 try:
                     linked = None
@@ -348,7 +349,7 @@ class CtiPipeline:
         ev: CallEvent,
         now: datetime,
         hint: Any,
-        operators: dict[str, User | None],
+        operators: dict[str, Operator | None],
     ) -> CallRow | None:
         at = ev.at or now
         if ev.event in _POPPING:
@@ -393,7 +394,7 @@ class CtiPipeline:
         return None if row is None else SimpleNamespace(**row._asdict())
 
     def _create_call(
-        self, conn: Connection, ev: CallEvent, at: datetime, hint: Any, operator: User | None
+        self, conn: Connection, ev: CallEvent, at: datetime, hint: Any, operator: Operator | None
     ) -> None:
         e164 = try_normalize(ev.customer_number, self.tl.settings.default_region)
         client_id = None if hint is _UNKNOWN else hint

@@ -7,6 +7,7 @@ own or the tier's follow-ups. Supervisors see the whole department; admins every
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Protocol
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -14,7 +15,17 @@ from engine.errors import PermissionDenied
 from engine.models import AuditEntry, Client, FollowUp, Role, User
 
 
-def can_see_client(user: User, client: Client) -> bool:
+class Viewer(Protocol):
+    """Whoever looks at a client: a User, or a lighter record with the same fields."""
+
+    @property
+    def role(self) -> str: ...
+
+    @property
+    def tier(self) -> str | None: ...
+
+
+def can_see_client(user: User | Viewer, client: Client) -> bool:
     if user.role in (Role.ADMIN, Role.SUPERVISOR):
         return True
     return user.role == Role.OPERATOR and user.tier is not None and client.tier == user.tier
