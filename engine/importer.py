@@ -29,6 +29,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine.errors import Conflict, InvalidInput
+from engine.filters.statistics import refresh_statistics
 from engine.importing.files import FileFacts, Reader, next_batch, scan_file
 from engine.importing.options import ImportOptions, ImportProgress, ImportReport, Progress
 from engine.importing.rows import FIELDS, ColumnMap, resolve_mapping
@@ -100,6 +101,7 @@ async def import_contacts(
             await _finish(tl, job, ImportStatus.INTERRUPTED, f"stopped: {exc!r}"[:2000])
             raise
         await _finish(tl, job, ImportStatus.DONE, "")
+        await refresh_statistics(tl.db, changed_rows=job.created + job.merged)
         await writer.announce()
         return ImportReport(
             job_id=job.id,  # type: ignore[arg-type]

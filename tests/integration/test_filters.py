@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import event, text, update
 from sqlmodel import col
 
 from engine import filters, groups
 from engine.errors import Conflict, InvalidInput
 from engine.filters import Context
+from engine.filters.statistics import MIN_ROWS, refresh_statistics
 from engine.models import Client
 from engine.service import Tierline
 from tests.integration.helpers import make_client
@@ -41,16 +43,26 @@ async def people(tl: Tierline) -> dict[str, int]:
     boris = await make_client(tl, "Boris Beta", state="presentation")
     cyril = await make_client(tl, "Cyril", state="paid", timezone="Asia/Yekaterinburg")
     await set_fields(
-        tl, anna.id, company="Acme Ltd", source="fair", last_outcome="no_answer",
-        segment_class="key", custom={"industry": "retail", "employees": "120"},
+        tl,
+        anna.id,
+        company="Acme Ltd",
+        source="fair",
+        last_outcome="no_answer",
+        segment_class="key",
+        custom={"industry": "retail", "employees": "120"},
         last_contact_at=tl.clock.now() - timedelta(days=2, hours=1),
     )
     await set_fields(
-        tl, boris.id, company="Beta 100%_off", segment_class="important",
+        tl,
+        boris.id,
+        company="Beta 100%_off",
+        segment_class="important",
         custom={"industry": "banking", "employees": 15},
     )
     await set_fields(
-        tl, cyril.id, custom={"employees": "many", "ключ": "да"},
+        tl,
+        cyril.id,
+        custom={"employees": "many", "ключ": "да"},
         last_contact_at=now - timedelta(days=40),
     )
     return {"anna": anna.id, "boris": boris.id, "cyril": cyril.id}
@@ -73,18 +85,26 @@ CASES = [
     ({"field": "name", "op": "gt", "value": "Boris"}, ["Boris Beta", "Cyril"]),
     ({"field": "days_since_contact", "op": "eq", "value": 2}, ["Anna Acme"]),
     ({"field": "days_since_contact", "op": "gt", "value": 30}, ["Boris Beta", "Cyril"]),
-    ({"field": "days_since_contact", "op": "gte", "value": 2},
-     ["Anna Acme", "Boris Beta", "Cyril"]),
+    (
+        {"field": "days_since_contact", "op": "gte", "value": 2},
+        ["Anna Acme", "Boris Beta", "Cyril"],
+    ),
     ({"field": "days_since_contact", "op": "lt", "value": 3}, ["Anna Acme"]),
     ({"field": "days_since_contact", "op": "lte", "value": 1}, []),
     ({"field": "days_since_contact", "op": "is_null", "value": True}, ["Boris Beta"]),
+    ({"field": "days_since_contact", "op": "ne", "value": 2}, ["Boris Beta", "Cyril"]),
+    ({"field": "days_since_contact", "op": "in", "value": [2, 41]}, ["Anna Acme", "Cyril"]),
     ({"field": "created_at", "op": "lt", "value": "2026-11-24"}, ["Anna Acme"]),
-    ({"field": "created_at", "op": "gte", "value": "2026-11-24T00:00:00+03:00"},
-     ["Boris Beta", "Cyril"]),
+    (
+        {"field": "created_at", "op": "gte", "value": "2026-11-24T00:00:00+03:00"},
+        ["Boris Beta", "Cyril"],
+    ),
     ({"field": "custom.industry", "op": "eq", "value": "retail"}, ["Anna Acme"]),
     ({"field": "custom.industry", "op": "ne", "value": "retail"}, ["Boris Beta", "Cyril"]),
-    ({"field": "custom.industry", "op": "in", "value": ["retail", "banking"]},
-     ["Anna Acme", "Boris Beta"]),
+    (
+        {"field": "custom.industry", "op": "in", "value": ["retail", "banking"]},
+        ["Anna Acme", "Boris Beta"],
+    ),
     ({"field": "custom.industry", "op": "contains", "value": "BANK"}, ["Boris Beta"]),
     ({"field": "custom.industry", "op": "is_null", "value": True}, ["Cyril"]),
     ({"field": "custom.ключ", "op": "eq", "value": "да"}, ["Cyril"]),
@@ -95,20 +115,55 @@ CASES = [
     ({"field": "custom.employees", "op": "ne", "value": 120}, ["Boris Beta", "Cyril"]),
     ({"field": "custom.employees", "op": "eq", "value": "many"}, ["Cyril"]),
     ({"all": []}, ["Anna Acme", "Boris Beta", "Cyril"]),
-    ({"all": [{"field": "tier", "op": "eq", "value": "sales"},
-              {"field": "state", "op": "eq", "value": "paid"}]}, ["Cyril"]),
-    ({"any": [{"field": "segment_class", "op": "eq", "value": "key"},
-              {"field": "state", "op": "eq", "value": "paid"}]}, ["Anna Acme", "Cyril"]),
+    (
+        {
+            "all": [
+                {"field": "tier", "op": "eq", "value": "sales"},
+                {"field": "state", "op": "eq", "value": "paid"},
+            ]
+        },
+        ["Cyril"],
+    ),
+    (
+        {
+            "any": [
+                {"field": "segment_class", "op": "eq", "value": "key"},
+                {"field": "state", "op": "eq", "value": "paid"},
+            ]
+        },
+        ["Anna Acme", "Cyril"],
+    ),
     ({"not": {"field": "tier", "op": "eq", "value": "cold"}}, ["Boris Beta", "Cyril"]),
-    ({"all": [{"not": {"any": [{"field": "name", "op": "contains", "value": "anna"},
-                               {"field": "name", "op": "contains", "value": "cyril"}]}}]},
-     ["Boris Beta"]),
+    (
+        {
+            "all": [
+                {
+                    "not": {
+                        "any": [
+                            {"field": "name", "op": "contains", "value": "anna"},
+                            {"field": "name", "op": "contains", "value": "cyril"},
+                        ]
+                    }
+                }
+            ]
+        },
+        ["Boris Beta"],
+    ),
+    # "not" is the complement, also where the inner node meets an empty value (SQL NULL).
+    ({"not": {"field": "last_outcome", "op": "eq", "value": "no_answer"}}, ["Boris Beta", "Cyril"]),
+    ({"not": {"field": "custom.industry", "op": "eq", "value": "retail"}}, ["Boris Beta", "Cyril"]),
+    ({"not": {"field": "days_since_contact", "op": "lt", "value": 3}}, ["Boris Beta", "Cyril"]),
+    ({"not": {"not": {"field": "timezone", "op": "eq", "value": "Europe/Moscow"}}}, ["Anna Acme"]),
+    ({"not": {"all": []}}, []),
 ]
+EVERYONE = ["Anna Acme", "Boris Beta", "Cyril"]
 
 
 @pytest.mark.parametrize(("criteria", "expected"), CASES, ids=[str(i) for i in range(len(CASES))])
 async def test_each_operator(tl: Tierline, people: dict[str, int], criteria: dict, expected):
     assert await matching(tl, criteria) == expected
+    # Every filter and its negation split the base in two, whatever is empty.
+    assert await matching(tl, {"not": criteria}) == [n for n in EVERYONE if n not in expected]
 
 
 @pytest.mark.parametrize(
@@ -147,13 +202,73 @@ async def test_keyset_pages_cover_everyone_once(tl: Tierline, people: dict[str, 
     assert seen == sorted(people.values())
 
 
+async def test_keyset_pages_of_a_filter_follow_id_order(tl: Tierline, people: dict[str, int]):
+    sales = {"field": "tier", "op": "eq", "value": "sales"}
+    async with tl.db.session() as s:
+        first = await filters.preview(s, sales, ctx(tl), limit=1)
+        second = await filters.preview(s, sales, ctx(tl), after_id=first.next_after or 0, limit=1)
+    assert [c.id for c in first.clients + second.clients] == [people["boris"], people["cyril"]]
+    assert (first.count, second.count, second.next_after) == (2, 2, people["cyril"])
+
+
+async def test_a_filter_matching_nobody_is_read_once(tl: Tierline, people: dict[str, int]):
+    statements: list[str] = []
+
+    def seen(conn, cursor, statement, *args) -> None:  # type: ignore[no-untyped-def]
+        statements.append(statement)
+
+    nobody = {"field": "custom.industry", "op": "eq", "value": "mining"}
+    event.listen(tl.db.engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        async with tl.db.session() as s:
+            page = await filters.preview(s, nobody, ctx(tl))
+            assert (page.count, page.clients, page.next_after) == (0, [], None)
+            reads = [q for q in statements if "FROM clients" in q]
+            assert len(reads) == 1 and "count(" in reads[0].lower()
+            page = await filters.preview(
+                s, {"field": "name", "op": "eq", "value": "Cyril"}, ctx(tl)
+            )
+    finally:
+        event.remove(tl.db.engine.sync_engine, "before_cursor_execute", seen)
+    assert [c.id for c in page.clients] == [people["cyril"]]
+    assert len([q for q in statements if "FROM clients" in q]) == 3
+
+
+async def test_statistics_are_refreshed_after_bulk_writes(tl: Tierline, people: dict[str, int]):
+    marker = f"bulk-{uuid.uuid4().hex[:8]}"
+    async with tl.db.transaction() as s:
+        await s.exec(update(Client).values(source=marker))  # type: ignore[call-overload]
+
+    async def known_sources() -> str:
+        async with tl.db.session() as s:
+            row = await s.exec(
+                text(
+                    "SELECT most_common_vals::text FROM pg_stats "
+                    "WHERE tablename = 'clients' AND attname = 'source'"
+                )
+            )  # type: ignore[call-overload]
+            return str(row.all())
+
+    if tl.db.is_sqlite:  # SQLite plans these filters well without statistics
+        assert await refresh_statistics(tl.db, changed_rows=MIN_ROWS) is False
+        return
+    assert await refresh_statistics(tl.db, changed_rows=MIN_ROWS - 1) is False
+    assert marker not in await known_sources()
+    assert await refresh_statistics(tl.db, changed_rows=MIN_ROWS) is True
+    assert marker in await known_sources()
+
+
 async def test_saved_filter_is_dynamic_and_group_is_static(tl: Tierline, people: dict[str, int]):
     criteria = {"field": "tier", "op": "eq", "value": "cold"}
     now = tl.clock.now()
     async with tl.db.transaction() as s:
         saved = await filters.create_filter(s, "Cold leads", criteria, owner_id=None, now=now)
         group, size = await groups.create_group(
-            s, "Cold on Monday", now=now, criteria=saved.criteria, ctx=ctx(tl),
+            s,
+            "Cold on Monday",
+            now=now,
+            criteria=saved.criteria,
+            ctx=ctx(tl),
             source_filter_id=saved.id,
         )
     assert size == 1
