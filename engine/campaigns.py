@@ -12,9 +12,13 @@ Launching takes the segment's members at that moment and sorts them:
 The called arm enters the campaign's entry state as one transition per client, event
 ``campaign:<id>``: its pending follow-up is cancelled and the entry state's rule plans the
 next one (the planner keeps calls inside the client's calling window), in the same
-transaction as the members' rows. A "mailing_follow_up" campaign is the same with an entry
-state whose rule calls back after a delay (the mailing must arrive first); responses to it
-(or to any campaign) are recorded per member with :func:`record_response`.
+transaction as the members' rows and the audit entry. A campaign with operators gives each
+called client an owner first (:mod:`engine.campaign_operators`) and that first call is the
+owner's, whatever the state's rule says of later ones: the operators' queues are the point.
+
+A "mailing_follow_up" campaign is the same with an entry state whose rule calls back after
+a delay (the mailing must arrive first); responses to it (or to any campaign) are recorded
+per member with :func:`record_response`.
 """
 
 from __future__ import annotations
@@ -30,12 +34,19 @@ from sqlalchemy import func, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from engine.campaign_operators import (
+    Assignment,
+    active_operators,
+    assign,
+    checked_operator_ids,
+)
 from engine.definitions import current_version
 from engine.errors import Conflict, InvalidInput, NotFound
 from engine.filters import Context, get_filter, where_for
 from engine.groups import get_group
 from engine.models import (
     Arm,
+    AuditEntry,
     Campaign,
     CampaignKind,
     CampaignMember,
@@ -67,6 +78,7 @@ class NewCampaign:
     starts_on: date | None = None
     ends_on: date | None = None
     description: str = ""
+    operator_ids: list[int] = field(default_factory=list)  # empty: the tier's pool
 
 
 @dataclass
@@ -74,6 +86,7 @@ class LaunchReport:
     called: list[int] = field(default_factory=list)
     control: list[int] = field(default_factory=list)
     skipped: dict[str, list[int]] = field(default_factory=dict)  # reason -> client ids
+    operators: Assignment = field(default_factory=Assignment)  # empty for a pool campaign
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -82,6 +95,7 @@ class LaunchReport:
             "skipped": {
                 k: {"count": len(v), "client_ids": v[:100]} for k, v in self.skipped.items()
             },
+            **self.operators.to_json(),
         }
 
 
@@ -123,6 +137,7 @@ async def create_campaign(
     if refusal is not None:
         raise InvalidInput(refusal, field="entry_state")
     sdef = defn.states[new.entry_state]
+    operator_ids = await checked_operator_ids(session, new.operator_ids, sdef.tier)
     campaign = Campaign(
         name=name,
         description=new.description[:500],
@@ -135,6 +150,7 @@ async def create_campaign(
         ends_on=new.ends_on,
         holdout_share=float(share),
         seed=new.seed if new.seed is not None else secrets.randbelow(2**31),
+        operator_ids=operator_ids,
         status=CampaignStatus.DRAFT,
         created_at=now,
         created_by=actor.id if actor else None,
@@ -220,6 +236,13 @@ async def launch(
     report.called, report.control = split_holdout(eligible, campaign.holdout_share, campaign.seed)
 
     by_id = {c.id: c for c in clients}
+    if campaign.operator_ids:  # decided before any write: a refusal leaves nothing behind
+        report.operators = assign(
+            [by_id[cid] for cid in report.called],
+            list(campaign.operator_ids),
+            await active_operators(session, campaign.tier),
+        )
+    owners = report.operators.owners
     if report.called:
         await session.exec(
             update(FollowUp)  # type: ignore[call-overload]
@@ -228,7 +251,9 @@ async def launch(
         )
     phones = await _primary_phones(session, report.called)
     for cid in report.called:
-        await _enter(session, runtime, campaign, by_id[cid], phones.get(cid), now, actor)
+        await _enter(
+            session, runtime, campaign, by_id[cid], phones.get(cid), owners.get(cid), now, actor
+        )
     for arm, members in ((Arm.CALLED, report.called), (Arm.CONTROL, report.control)):
         session.add_all(
             CampaignMember(campaign_id=campaign.id, client_id=cid, arm=arm, enrolled_at=now)  # type: ignore[arg-type]
@@ -236,6 +261,21 @@ async def launch(
         )
     campaign.status, campaign.launched_at = CampaignStatus.LAUNCHED, now
     session.add(campaign)
+    session.add(
+        AuditEntry(
+            at=now,
+            actor_id=actor.id if actor else None,
+            action="campaign.launch",
+            target=f"campaign:{campaign.id}",
+            # Counts only: the members' rows and the follow-ups say who was who.
+            detail={
+                "called": len(report.called),
+                "control": len(report.control),
+                "skipped": {k: len(v) for k, v in report.skipped.items()},
+                **report.operators.to_json(),
+            },
+        )
+    )
     await session.flush()
     return campaign, report
 
@@ -290,11 +330,13 @@ async def _enter(
     campaign: Campaign,
     client: Client,
     primary: str | None,
+    owner: int | None,
     now: datetime,
     actor: User | None,
 ) -> None:
     """Move one client into the entry state: Runtime.enroll_in's steps for a client who is
-    already in the workflow (its pending follow-up was cancelled by the caller)."""
+    already in the workflow (its pending follow-up was cancelled by the caller). ``owner``
+    (a campaign with operators) becomes the client's operator and owns the first call."""
     defn = await runtime.cache.get(session, client.workflow_version_id)
     state = campaign.entry_state
     session.add(
@@ -314,9 +356,15 @@ async def _enter(
     client.state, client.tier, client.attempts = state, defn.tier_of(state), 0
     client.revision += 1  # a card open on the old state must not overwrite the move
     client.updated_at = now
+    if owner is not None:
+        client.owner_id = owner
     session.add(client)
     followup = runtime.plan_entry(client, defn.states[state], primary)
     if followup is not None:
+        if owner is not None and followup.auto_event is None:
+            # An entry state whose rule says "tier" would put the call in the pool, where
+            # any operator of the tier takes it: the supervisor chose who calls.
+            followup.owner_id = owner
         session.add(followup)
 
 
@@ -370,6 +418,7 @@ def campaign_json(campaign: Campaign, sizes: dict[str, int] | None = None) -> di
         "ends_on": campaign.ends_on.isoformat() if campaign.ends_on else None,
         "holdout_share": campaign.holdout_share,
         "seed": campaign.seed,
+        "operator_ids": list(campaign.operator_ids),
         "status": campaign.status,
         "created_at": campaign.created_at.isoformat(),
         "created_by": campaign.created_by,

@@ -44,8 +44,13 @@ SEGMENT_STRINGS = (
     "Add selected to group ({n})", "Added {n} clients to the group.", "Group deleted.",
     # campaigns
     "filter", "group", "Choose an entry state to see who will call.",
-    "Tier {tier}: the calls go to the queues of {names}.",
+    "Tier {tier}: the ticked operators share the clients; a client's own operator on the "
+    "tier keeps them.",
     "Tier {tier} has no active operators: nobody will take these calls.",
+    "Tick at least one operator to take the calls.", "Operators: {names}.",
+    "Operators: anyone on the tier (its pool).", "The first calls wait in the tier's pool.",
+    "Assigned: {list}.", "{n} kept their own operator.",
+    "No longer active on the tier, given none: {names}.",
     "draft", "launched", "The control share is a number of per cent.",
     "Campaign {name} created.",
     "{segment}, entering {state}; {share} held back as the control group.",

@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import date, datetime
 from enum import StrEnum
 
-from sqlalchemy import Column, Float, ForeignKey, Integer, UniqueConstraint
+from sqlalchemy import Column, Float, ForeignKey, Integer, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from engine.models._columns import utc
+from engine.storage.types import JSONList
 
 
 class CampaignKind(StrEnum):
@@ -42,6 +43,12 @@ class Campaign(SQLModel, table=True):
     ends_on: date | None = None
     holdout_share: float = 0.0  # 0 .. 0.5 of the eligible members go to the control arm
     seed: int = 0  # the holdout draw is reproducible from it
+    # Active operators of ``tier`` (sorted ids) who take the called clients; empty: the
+    # tier's pool. The server default fills the campaigns made before there was a choice.
+    operator_ids: list[int] = Field(
+        default_factory=list,
+        sa_column=Column(JSONList, nullable=False, server_default=text("'[]'")),
+    )
     status: str = Field(default=CampaignStatus.DRAFT, max_length=16)
     created_at: datetime = utc()
     created_by: int | None = Field(default=None, foreign_key="users.id")

@@ -37,7 +37,8 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
-_json = JSON().with_variant(JSONB(), "postgresql")
-# Mutable wrappers so that in-place edits (client.custom["x"] = 1) are persisted.
-JSONDict = MutableDict.as_mutable(_json)
-JSONList = MutableList.as_mutable(_json)
+# Mutable wrappers so that in-place edits (client.custom["x"] = 1) are persisted. Each needs
+# its own type object: SQLAlchemy gives a column the first wrapper registered for its type
+# object, so with one shared object every JSONList column was a MutableDict (lists refused).
+JSONDict = MutableDict.as_mutable(JSON().with_variant(JSONB(), "postgresql"))
+JSONList = MutableList.as_mutable(JSON().with_variant(JSONB(), "postgresql"))

@@ -140,11 +140,36 @@ async def test_supervisor_works_a_segment_to_a_campaign(page: Any, server: Serve
     await form.get_by_test_id("campaign-name").fill("Spring calls")
     await form.get_by_test_id("campaign-segment").select_option(label="Cold base")
     await form.get_by_test_id("campaign-entry").select_option("new")
-    await expect(form.get_by_test_id("campaign-operators")).to_contain_text("Cold1, Cold2")
+    # The cold tier's active operators, all ticked: the sales operator is not offered.
+    boxes = form.get_by_test_id("campaign-operator")
+    cold = [u for u in OPERATORS if u.startswith("cold")]
+    await expect(boxes).to_have_count(len(cold))
+    for username in cold:
+        await expect(form.locator(f'[data-username="{username}"]')).to_be_checked()
     await form.get_by_test_id("campaign-share").fill("20")
+    # Nobody ticked is refused before it reaches the server; then two operators are chosen.
+    for username in cold:
+        await form.locator(f'[data-username="{username}"]').uncheck()
+    await form.get_by_test_id("campaign-create").click()
+    error = form.get_by_test_id("campaign-error")
+    await expect(error).to_have_text("Tick at least one operator to take the calls.")
+    await form.locator('[data-username="cold1"]').check()
+    await form.locator('[data-username="cold3"]').check()
     await form.get_by_test_id("campaign-create").click()
     detail = page.get_by_test_id("campaign-detail")
     await expect(detail.locator("#campaign-title")).to_have_text("Spring calls")
+    await expect(error).to_be_hidden()
+    await expect(detail.get_by_test_id("campaign-operator-names")).to_have_text(
+        "Operators: Cold1, Cold3."
+    )
+    # The form is ready for the next campaign: no state chosen, then every box ticked again.
+    await expect(form.get_by_test_id("campaign-operators")).to_have_text(
+        "Choose an entry state to see who will call."
+    )
+    await expect(boxes).to_have_count(0)
+    await form.get_by_test_id("campaign-entry").select_option("no_answer")
+    for username in cold:
+        await expect(form.locator(f'[data-username="{username}"]')).to_be_checked()
     row = page.locator("tr.campaign-row").filter(has_text="Spring calls")
     await expect(row.get_by_test_id("campaign-status")).to_have_text("draft")
 
@@ -166,6 +191,19 @@ async def test_supervisor_works_a_segment_to_a_campaign(page: Any, server: Serve
         "Launched: 4 clients put into the workflow, 1 held back as the control group."
     )
     await expect(result).to_contain_text("Nobody was skipped.")
+    # Four called clients dealt out between the two ticked operators.
+    await expect(result).to_contain_text("Assigned: Cold1: 2, Cold3: 2.")
+    async with api_as(server, "boss") as http:
+        users = (await (await http.get("/api/users")).json())["users"]
+    by_name = {u["username"]: u["id"] for u in users}
+    async with api_as(server, "cold3") as http:
+        resp = await http.get("/api/queue")
+        assert resp.status == 200, await resp.text()
+        owners = [item["owner_id"] for item in (await resp.json())["items"]]
+    # Cold3's queue: her two first calls and the tier's pool (the control client), none of
+    # Cold1's.
+    assert owners.count(by_name["cold3"]) == 2
+    assert set(owners) <= {by_name["cold3"], None}
     await expect(launch).to_be_hidden()
     await expect(row.get_by_test_id("campaign-status")).to_have_text("launched")
 

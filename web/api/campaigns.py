@@ -10,6 +10,7 @@ import logging
 from datetime import date
 
 from aiohttp import web
+from sqlalchemy import func
 from sqlmodel import col, select
 
 from engine import campaigns, control_group, funnel
@@ -59,9 +60,11 @@ def _campaign_id(request: web.Request) -> int:
 @routes.post("/api/campaigns")
 async def create(request: web.Request) -> web.Response:
     """{name, filter_id | group_id, entry_state, kind?, holdout_share?, seed?, starts_on?,
-    ends_on?, description?} -> 201 campaign."""
+    ends_on?, description?, operator_ids?} -> 201 campaign. ``operator_ids``: active
+    operators of the entry state's tier who take the calls; absent or [] the tier's pool."""
     user, tl = _staff(request)
     body = await read_json(request)
+    operator_ids = body.get("operator_ids")
     share = body.get("holdout_share", 0.0)
     if isinstance(share, bool) or not isinstance(share, int | float):
         raise InvalidInput("holdout_share must be a number", field="holdout_share")
@@ -76,6 +79,8 @@ async def create(request: web.Request) -> web.Response:
         starts_on=_opt_date(body, "starts_on"),
         ends_on=_opt_date(body, "ends_on"),
         description=str(body.get("description") or ""),
+        # Checked by the engine (a list of ids of the tier's active operators).
+        operator_ids=[] if operator_ids is None else operator_ids,
     )
     async with tl.db.transaction() as db:
         row = await campaigns.create_campaign(db, tl.runtime, new, now=tl.clock.now(), actor=user)
@@ -91,6 +96,20 @@ async def list_all(request: web.Request) -> web.Response:
     return web.json_response(
         {"campaigns": [campaigns.campaign_json(c, sizes.get(c.id)) for c in rows]}  # type: ignore[arg-type]
     )
+
+
+@routes.get("/api/campaigns/{campaign_id:\\d+}")
+async def detail(request: web.Request) -> web.Response:
+    _, tl = _staff(request)
+    async with tl.db.session() as db:
+        row = await campaigns.get_campaign(db, _campaign_id(request))
+        counts = await db.exec(
+            select(CampaignMember.arm, func.count())
+            .where(col(CampaignMember.campaign_id) == row.id)
+            .group_by(col(CampaignMember.arm))
+        )
+        sizes = {"called": 0, "control": 0, **dict(counts.all())}
+    return web.json_response(campaigns.campaign_json(row, sizes))
 
 
 @routes.post("/api/campaigns/{campaign_id:\\d+}/launch")

@@ -1,6 +1,8 @@
 /* Tierline segments page, Campaigns tab: the campaigns and their status, the form that
-   creates one (segment, entry state, the tier whose operators will call, dates, control
-   share), the launch with its result, and the report: control group, funnel, responses. */
+   creates one (segment, entry state, which of the tier's operators will call, dates,
+   control share), the launch with its result and who was given how many clients, and the
+   report: control group, funnel, responses. The operators' part is
+   segments_campaign_operators.js. */
 "use strict";
 
 (function () {
@@ -8,11 +10,12 @@
   const t = T.t, el = T.el, clear = T.clear, api = T.api;
   const S = window.TierlineSegments;
   const $ = S.$;
+  const Ops = window.TierlineCampaignOperators;
   const SKIP_REASONS = {
     do_not_call: "do not call", final_state: "in a final state", other_tier: "working in another tier",
   };
 
-  const state = { campaigns: [], entryStates: [], users: [], current: null };
+  const state = { campaigns: [], entryStates: [], current: null };
 
   function segmentName(c) {
     if (c.filter_id !== null) {
@@ -57,17 +60,7 @@
   /* Who will make the calls: a campaign's calls go to its entry state's tier. */
   function showOperators() {
     const chosen = state.entryStates.find(function (s) { return s.name === $("campaign-entry").value; });
-    const node = $("campaign-operators");
-    if (!chosen) {
-      node.textContent = t("Choose an entry state to see who will call.");
-      return;
-    }
-    const names = state.users.filter(function (u) {
-      return u.role === "operator" && u.active && u.tier === chosen.tier;
-    }).map(function (u) { return u.display_name || u.username; });
-    node.textContent = names.length
-      ? t("Tier {tier}: the calls go to the queues of {names}.", { tier: chosen.tier, names: names.join(", ") })
-      : t("Tier {tier} has no active operators: nobody will take these calls.", { tier: chosen.tier });
+    Ops.show(chosen ? chosen.tier : null);
   }
 
   async function loadCampaigns() {
@@ -126,9 +119,15 @@
       S.formError(error, new Error(t("The control share is a number of per cent.")));
       return;
     }
+    body.operator_ids = Ops.chosen();
+    if (body.operator_ids === null) {
+      S.formError(error, new Error(t("Tick at least one operator to take the calls.")));
+      return;
+    }
     try {
       const row = await api("POST", "/api/campaigns", body);
       $("campaign-form").reset();
+      Ops.reset();  // drawn again, all ticked, for the next campaign
       fillEntryStates();
       T.flash(t("Campaign {name} created.", { name: row.name }), "info");
       await loadCampaigns();
@@ -150,6 +149,7 @@
     $("campaign-summary").textContent = t("{segment}, entering {state}; {share} held back as the control group.", {
       segment: segmentName(c), state: S.stateTitle(c.entry_state), share: S.percent(c.holdout_share, 0),
     });
+    $("campaign-operator-names").textContent = Ops.describe(c.operator_ids);
     const launch = $("campaign-launch");
     launch.hidden = c.status !== "draft";
     launch.disabled = false;
@@ -188,7 +188,8 @@
     result.dataset.kind = "done";
     result.textContent = t("Launched: {called} clients put into the workflow, {control} held back as the control group.",
       { called: l.called, control: l.control }) + " " +
-      (skipped.length ? t("Skipped: {reasons}.", { reasons: skipped.join(", ") }) : t("Nobody was skipped."));
+      (skipped.length ? t("Skipped: {reasons}.", { reasons: skipped.join(", ") }) : t("Nobody was skipped.")) +
+      " " + Ops.assignment(l);
     state.shownLaunch = id;
     await loadCampaigns();
     await openCampaign(id);
@@ -207,7 +208,7 @@
       api("GET", "/api/campaigns/entry-states"), api("GET", "/api/users"),
     ]).then(function (answers) {
       state.entryStates = answers[0].states;
-      state.users = answers[1].users;
+      Ops.setUsers(answers[1].users);
       fillEntryStates();
     }).catch(T.showError);
     loadCampaigns();
