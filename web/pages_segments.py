@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from engine.models import Role, User
-from engine.users import public_user
+from engine.models import Role
 from web import pages
-from web.pages_staff import _staff_page
+from web.pages_staff import staff_page, staff_page_data
 
 routes = web.RouteTableDef()
 
@@ -73,22 +72,12 @@ SEGMENT_STRINGS = (
 )  # fmt: skip
 
 
-def page_data(request: web.Request) -> dict[str, object]:
-    translator = pages.Translator(pages.pick_language(request.headers.get("Accept-Language", "")))
-    user: User | None = request.get("user")
-    return {
-        "user": public_user(user) if user else None,
-        "strings": translator.catalog(pages.JS_STRINGS + SEGMENT_STRINGS),
-        "lang": translator.lang,
-    }
-
-
 @routes.get("/segments")
 async def segments(request: web.Request) -> web.Response:
-    user = _staff_page(request, Role.SUPERVISOR, Role.ADMIN)
+    user = staff_page(request, Role.SUPERVISOR, Role.ADMIN)
     if isinstance(user, web.Response):
         return user
-    context = {"title": TITLE, "page_data": page_data(request)}
+    context = {"title": TITLE, "page_data": staff_page_data(request, SEGMENT_STRINGS)}
     return pages.render(request, "segments.html", context)
 
 

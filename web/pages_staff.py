@@ -74,17 +74,20 @@ STAFF_STRINGS = (
 )  # fmt: skip
 
 
-def _page_data(request: web.Request) -> dict[str, object]:
+def staff_page_data(
+    request: web.Request, strings: tuple[str, ...] = STAFF_STRINGS
+) -> dict[str, object]:
+    """What a staff page's script starts from: the user, and ``strings`` translated."""
     translator = pages.Translator(pages.pick_language(request.headers.get("Accept-Language", "")))
     user: User | None = request.get("user")
     return {
         "user": public_user(user) if user else None,
-        "strings": translator.catalog(pages.JS_STRINGS + STAFF_STRINGS),
+        "strings": translator.catalog(pages.JS_STRINGS + strings),
         "lang": translator.lang,
     }
 
 
-def _staff_page(request: web.Request, *roles: Role) -> User | web.Response:
+def staff_page(request: web.Request, *roles: Role) -> User | web.Response:
     user: User | None = request.get("user")
     if user is not None and user.role in roles:
         return user
@@ -93,19 +96,19 @@ def _staff_page(request: web.Request, *roles: Role) -> User | web.Response:
 
 @routes.get("/supervisor")
 async def supervisor(request: web.Request) -> web.Response:
-    user = _staff_page(request, Role.SUPERVISOR, Role.ADMIN)
+    user = staff_page(request, Role.SUPERVISOR, Role.ADMIN)
     if isinstance(user, web.Response):
         return user
-    context = {"title": "Supervisor dashboard", "page_data": _page_data(request)}
+    context = {"title": "Supervisor dashboard", "page_data": staff_page_data(request)}
     return pages.render(request, "supervisor.html", context)
 
 
 @routes.get("/admin")
 async def admin(request: web.Request) -> web.Response:
-    user = _staff_page(request, Role.ADMIN)
+    user = staff_page(request, Role.ADMIN)
     if isinstance(user, web.Response):
         return user
-    context = {"title": "Administration", "page_data": _page_data(request)}
+    context = {"title": "Administration", "page_data": staff_page_data(request)}
     return pages.render(request, "admin.html", context)
 
 
