@@ -21,7 +21,7 @@ import logging
 import re
 import shutil
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -130,43 +130,46 @@ async def economics_csv(request: web.Request) -> web.Response:
     )
 
 
-@routes.get("/api/settings/economics")
-async def get_economics_settings(request: web.Request) -> web.Response:
-    _, tl = await _staff(request, "settings.economics")
-    async with tl.db.session() as db:
-        stored = await runtime_settings.load(db, eco.SETTING)
-    return web.json_response(eco.config_from(stored))
+def _stored_setting(
+    path: str, action: str, key: str, read: Callable[[Any], Any], check: Callable[[Any], Any]
+) -> None:
+    """GET and PUT of one stored run-time setting: ``read`` turns what is stored (or nothing)
+    into the answer, ``check`` validates a new value (InvalidInput naming the field); a change
+    is audited as ``action``."""
+
+    async def get(request: web.Request) -> web.Response:
+        _, tl = await _staff(request, action)
+        async with tl.db.session() as db:
+            stored = await runtime_settings.load(db, key)
+        return web.json_response(read(stored))
+
+    async def put(request: web.Request) -> web.Response:
+        user, tl = await _staff(request, action)
+        clean = check(await read_json(request))
+        async with tl.db.transaction() as db:
+            await runtime_settings.store(db, key, clean, tl.clock.now())
+        await _audit(tl, user, action, key, clean)
+        return web.json_response(clean)
+
+    routes.get(path)(get)
+    routes.put(path)(put)
 
 
-@routes.put("/api/settings/economics")
-async def put_economics_settings(request: web.Request) -> web.Response:
-    user, tl = await _staff(request, "settings.economics")
-    clean = eco.check_config(await read_json(request))
-    async with tl.db.transaction() as db:
-        await runtime_settings.store(db, eco.SETTING, clean, tl.clock.now())
-    await _audit(tl, user, "settings.economics", eco.SETTING, clean)
-    return web.json_response(clean)
+_stored_setting(
+    "/api/settings/economics", "settings.economics", eco.SETTING, eco.config_from, eco.check_config
+)
 
 
 # ---- segment classes ------------------------------------------------------------------
 
 
-@routes.get("/api/settings/segment-rules")
-async def get_segment_rules(request: web.Request) -> web.Response:
-    _, tl = await _staff(request, "settings.segment_rules")
-    async with tl.db.session() as db:
-        stored = await runtime_settings.load(db, segment_classes.SETTING)
-    return web.json_response(segment_classes.rules_from(stored))
-
-
-@routes.put("/api/settings/segment-rules")
-async def put_segment_rules(request: web.Request) -> web.Response:
-    user, tl = await _staff(request, "settings.segment_rules")
-    clean = segment_classes.check_rules(await read_json(request))
-    async with tl.db.transaction() as db:
-        await runtime_settings.store(db, segment_classes.SETTING, clean, tl.clock.now())
-    await _audit(tl, user, "settings.segment_rules", segment_classes.SETTING, clean)
-    return web.json_response(clean)
+_stored_setting(
+    "/api/settings/segment-rules",
+    "settings.segment_rules",
+    segment_classes.SETTING,
+    segment_classes.rules_from,
+    segment_classes.check_rules,
+)
 
 
 @routes.post("/api/segments/reclassify")
