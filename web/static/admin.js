@@ -14,17 +14,6 @@ window.TierlineAdmin = (function () {
 
   const TABS = ["workflow", "users", "settings", "import"];
 
-  function showTab(name) {
-    if (TABS.indexOf(name) < 0) name = "workflow";
-    TABS.forEach(function (tab) {
-      $("tab-" + tab).hidden = tab !== name;
-      const button = $("tab-btn-" + tab);
-      button.setAttribute("aria-selected", tab === name ? "true" : "false");
-      button.classList.toggle("is-active", tab === name);
-    });
-    document.body.dataset.tab = name;
-  }
-
   /* ---- workflow editor -------------------------------------------------------------- */
 
   const wf = {
@@ -586,13 +575,7 @@ window.TierlineAdmin = (function () {
   /* ---- start ------------------------------------------------------------------------ */
 
   document.addEventListener("DOMContentLoaded", function () {
-    TABS.forEach(function (tab) {
-      $("tab-btn-" + tab).addEventListener("click", function () {
-        history.replaceState(null, "", "#" + tab);
-        showTab(tab);
-      });
-    });
-    showTab(window.location.hash.slice(1));
+    T.tabs(TABS);
     const area = $("wf-source");
     area.addEventListener("input", onEdit);
     area.addEventListener("scroll", syncScroll);

@@ -145,8 +145,32 @@ window.Tierline = (function () {
     });
   }
 
+  /* Tabs of a staff page: button #tab-btn-NAME shows panel #tab-NAME, the first is the default,
+     and the URL's #NAME keeps the choice across reloads. Returns go(name) for code to switch. */
+  function tabs(names) {
+    function show(name) {
+      if (names.indexOf(name) < 0) name = names[0];
+      names.forEach(function (tab) {
+        document.getElementById("tab-" + tab).hidden = tab !== name;
+        const button = document.getElementById("tab-btn-" + tab);
+        button.setAttribute("aria-selected", tab === name ? "true" : "false");
+        button.classList.toggle("is-active", tab === name);
+      });
+      document.body.dataset.tab = name;
+    }
+    function go(name) {
+      history.replaceState(null, "", "#" + name);
+      show(name);
+    }
+    names.forEach(function (tab) {
+      document.getElementById("tab-btn-" + tab).addEventListener("click", function () { go(tab); });
+    });
+    show(window.location.hash.slice(1));
+    return go;
+  }
+
   return {
-    t: t, el: el, clear: clear, api: api, ApiError: ApiError, flash: flash,
+    t: t, el: el, clear: clear, api: api, ApiError: ApiError, flash: flash, tabs: tabs,
     showError: showError, formatTime: formatTime, csrfToken: csrfToken,
     user: pageData.user || null,
   };

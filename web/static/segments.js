@@ -41,20 +41,10 @@ window.TierlineSegments = (function () {
 
   /* ---- tabs --------------------------------------------------------------------------- */
 
-  function showTab(name) {
-    if (TABS.indexOf(name) < 0) name = "filters";
-    TABS.forEach(function (tab) {
-      $("tab-" + tab).hidden = tab !== name;
-      const button = $("tab-btn-" + tab);
-      button.setAttribute("aria-selected", tab === name ? "true" : "false");
-      button.classList.toggle("is-active", tab === name);
-    });
-    document.body.dataset.tab = name;
-  }
+  let switchTab = null;  // set once the page is ready (Tierline.tabs)
 
   function goTab(name) {
-    history.replaceState(null, "", "#" + name);
-    showTab(name);
+    if (switchTab) switchTab(name);
   }
 
   /* ---- shared pieces ------------------------------------------------------------------ */
@@ -179,10 +169,7 @@ window.TierlineSegments = (function () {
   /* ---- start -------------------------------------------------------------------------- */
 
   document.addEventListener("DOMContentLoaded", async function () {
-    TABS.forEach(function (tab) {
-      $("tab-btn-" + tab).addEventListener("click", function () { goTab(tab); });
-    });
-    showTab(window.location.hash.slice(1));
+    switchTab = T.tabs(TABS);
     S.parts.forEach(function (start) { start(); });
     try {
       await Promise.all([loadWorkflow(), loadFilters(), loadGroups()]);
