@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     ami_channel_tech: str = "PJSIP"
     ami_context: str = "from-internal"
 
+    # Browser pages of other origins allowed to open GET /ws (e.g. "https://crm.example.com"
+    # when a proxy serves Tierline under a name other than the Host it passes on).
+    trusted_origins: list[str] = Field(default_factory=list)
+
     # Sign-in throttling.
     login_max_failures: int = 5
     login_lockout_seconds: int = 300

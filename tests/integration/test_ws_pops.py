@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from datetime import timedelta
 
 import aiohttp
@@ -323,6 +324,27 @@ async def test_heartbeats_close_a_socket_that_stops_answering(
             break
         assert json.loads(msg.data)["type"] in ("hello", "ping")
     assert (msg.type, msg.data, msg.extra) == (WSMsgType.CLOSE, 1001, "no pong")
+
+
+async def test_a_stalled_server_does_not_close_sockets_it_never_pinged(
+    aiohttp_client, tl, fake_pbx, olga
+) -> None:
+    """The loop stalls longer than ``dead_after`` (as in a long collection): the browser
+    was never given the chance to answer, so it is pinged again, not closed."""
+    client = await start_app(aiohttp_client, tl, fake_pbx, Hub(heartbeat=0.1, dead_after=0.3))
+    _, alive, _ = await connect(aiohttp_client, client.server, "olga")
+    for _ in range(2):
+        assert (await alive.receive_json(timeout=1))["type"] == "ping"
+        await alive.send_json({"type": "pong"})
+    assert (await alive.receive_json(timeout=1))["type"] == "ping"
+
+    time.sleep(0.5)  # the whole process stalls with this ping unanswered  # noqa: ASYNC251
+
+    # The next heartbeat pings again (it closed the socket with 1001 before).
+    assert (await alive.receive_json(timeout=1))["type"] == "ping"
+    await alive.send_json({"type": "pong"})
+    assert (await alive.receive_json(timeout=1))["type"] == "ping"
+    assert not alive.closed
 
 
 async def test_click_to_dial_pops_the_chosen_client(

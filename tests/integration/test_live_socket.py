@@ -1,0 +1,239 @@
+"""The websocket after its handshake: taken from aiohttp, spoken by ``LiveSocket``.
+
+Real sockets against the real app. Some tests speak raw HTTP and frames on a TCP socket,
+to control exactly what a browser (or a proxy reusing a keep-alive connection) sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import struct
+
+import pytest
+from aiohttp import WSMsgType
+
+from tests.conftest import sign_in
+from tests.integration.helpers import make_user
+from tests.integration.test_ws_pops import connect, next_of
+from web.live_socket import MAX_MESSAGE, _Husk
+from web.sessions import COOKIE
+from web.ws import HUB
+
+
+@pytest.fixture
+async def olga(tl):
+    return await make_user(tl, "olga", tier="cold", extension="101")
+
+
+async def _cookie(aiohttp_client, server, username: str) -> str:
+    browser = await aiohttp_client(server)
+    await sign_in(browser, username)
+    return browser.session.cookie_jar.filter_cookies(browser.make_url("/"))[COOKIE].value
+
+
+def _upgrade(cookie: str, host: str, **headers: str) -> bytes:
+    lines = [
+        "GET /ws HTTP/1.1",
+        f"Host: {host}",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}",
+        "Sec-WebSocket-Version: 13",
+        f"Cookie: {COOKIE}={cookie}",
+        *(f"{k.replace('_', '-')}: {v}" for k, v in headers.items()),
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+async def _head(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    return int(head.split(b" ", 2)[1]), head
+
+
+async def _frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """One unmasked server frame: (opcode, payload)."""
+    b0, b1 = await asyncio.wait_for(reader.readexactly(2), 5)
+    size = b1 & 0x7F
+    if size == 126:
+        (size,) = struct.unpack("!H", await reader.readexactly(2))
+    elif size == 127:
+        (size,) = struct.unpack("!Q", await reader.readexactly(8))
+    return b0 & 0x0F, await reader.readexactly(size)
+
+
+def _masked(opcode: int, payload: bytes) -> bytes:
+    mask = os.urandom(4)
+    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    size = len(payload)
+    if size < 126:
+        head = struct.pack("!BB", 0x80 | opcode, 0x80 | size)
+    elif size < 65536:
+        head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, size)
+    else:
+        head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, size)
+    return head + mask + body
+
+
+async def test_aiohttp_lets_go_of_the_connection(web_client, aiohttp_client, olga) -> None:
+    """After hello, aiohttp holds nothing of the socket: no request handler, no task."""
+    _, ws, _ = await connect(aiohttp_client, web_client.server, "olga")
+    [conn] = web_client.server.app[HUB].sockets(olga.id)
+    aiohttp_server = web_client.server.runner.server
+    for _ in range(100):
+        held = [h for h in aiohttp_server.connections if isinstance(h.transport, _Husk)]
+        if not held:
+            break
+        await asyncio.sleep(0.01)
+    assert held == []
+    assert all(h.transport is not conn.sock.transport for h in aiohttp_server.connections)
+    # ...and the socket still works both ways.
+    await ws.send_json({"type": "pong"})
+    web_client.server.app[HUB].send_to_user(olga.id, {"type": "queue_changed", "n": 1})
+    assert (await next_of(ws, "queue_changed"))["n"] == 1
+
+
+async def test_a_keep_alive_connection_can_be_upgraded(web_client, aiohttp_client, olga) -> None:
+    """A proxy may reuse an idle keep-alive connection for the upgrade: the request before
+    it is answered normally, then the same connection becomes the socket."""
+    cookie = await _cookie(aiohttp_client, web_client.server, "olga")
+    host = f"{web_client.server.host}:{web_client.server.port}"
+    reader, writer = await asyncio.open_connection(web_client.server.host, web_client.server.port)
+    writer.write(f"GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    status, head = await _head(reader)
+    length = int(
+        next(h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")).split(b":")[
+            1
+        ]
+    )
+    assert status == 200 and json.loads(await reader.readexactly(length))["status"] == "ok"
+
+    writer.write(_upgrade(cookie, host))
+    status, head = await _head(reader)
+    assert status == 101, head
+    opcode, payload = await _frame(reader)
+    assert (opcode, json.loads(payload)["type"]) == (1, "hello")
+    # A masked ping from the client is answered with a pong carrying the same data.
+    writer.write(_masked(0x9, b"are you there"))
+    assert await _frame(reader) == (0xA, b"are you there")
+    writer.close()
+
+
+async def test_not_a_handshake_is_refused_with_a_json_error(
+    web_client, aiohttp_client, olga
+) -> None:
+    cookie = await _cookie(aiohttp_client, web_client.server, "olga")
+    resp = await web_client.get("/ws", headers={"Cookie": f"{COOKIE}={cookie}"})
+    assert resp.status == 400
+    body = await resp.json()
+    assert body["error"] == "NotAWebsocket" and "not a websocket handshake" in body["message"]
+    assert web_client.server.app[HUB].sockets() == []
+
+
+async def test_a_page_of_another_origin_is_refused(web_client, aiohttp_client, olga) -> None:
+    cookie = await _cookie(aiohttp_client, web_client.server, "olga")
+    host = f"{web_client.server.host}:{web_client.server.port}"
+    for origin, expected in (
+        ("https://evil.example", 403),
+        (f"http://{host}", 101),  # the page Tierline itself served
+    ):
+        reader, writer = await asyncio.open_connection(
+            web_client.server.host, web_client.server.port
+        )
+        writer.write(_upgrade(cookie, host, Origin=origin))
+        status, head = await _head(reader)
+        assert status == expected, (origin, head)
+        writer.close()
+
+
+async def test_trusted_origins_come_from_settings(aiohttp_client, tl, fake_pbx, olga) -> None:
+    from web.app import create_app
+
+    tl.settings.trusted_origins = ["https://crm.example.com"]
+    client = await aiohttp_client(create_app(tl, pbx=fake_pbx, start_engine=False))
+    cookie = await _cookie(aiohttp_client, client.server, "olga")
+    ws = await client.ws_connect(
+        "/ws", headers={"Origin": "https://crm.example.com", "Cookie": f"{COOKIE}={cookie}"}
+    )
+    assert (await ws.receive_json(timeout=5))["type"] == "hello"
+    await ws.close()
+
+
+async def test_an_oversize_message_closes_the_socket_1009(web_client, aiohttp_client, olga) -> None:
+    _, ws, _ = await connect(aiohttp_client, web_client.server, "olga")
+    await ws.send_str("x" * (MAX_MESSAGE + 1))
+    msg = await ws.receive(timeout=5)
+    while msg.type is WSMsgType.TEXT:  # a ping may come first
+        msg = await ws.receive(timeout=5)
+    assert (msg.type, msg.data) == (WSMsgType.CLOSE, 1009)
+    hub = web_client.server.app[HUB]
+    for _ in range(100):
+        if not hub.sockets(olga.id):
+            break
+        await asyncio.sleep(0.01)
+    assert hub.sockets(olga.id) == []
+
+
+async def test_a_browser_closing_is_forgotten(web_client, aiohttp_client, olga) -> None:
+    _, ws, _ = await connect(aiohttp_client, web_client.server, "olga")
+    hub = web_client.server.app[HUB]
+    assert len(hub.sockets(olga.id)) == 1
+    await ws.close()
+    assert ws.close_code == 1000  # the server completed the close handshake
+    for _ in range(100):
+        if not hub.sockets(olga.id):
+            break
+        await asyncio.sleep(0.01)
+    assert hub.sockets(olga.id) == []
+
+
+async def test_shutdown_closes_every_socket_1001(aiohttp_client, tl, fake_pbx, olga) -> None:
+    from web.app import create_app
+
+    client = await aiohttp_client(create_app(tl, pbx=fake_pbx, start_engine=False))
+    _, ws, _ = await connect(aiohttp_client, client.server, "olga")
+    await client.server.app[HUB].close_all()
+    msg = await ws.receive(timeout=5)
+    while msg.type is WSMsgType.TEXT:
+        msg = await ws.receive(timeout=5)
+    assert (msg.type, msg.data, msg.extra) == (WSMsgType.CLOSE, 1001, "server shutdown")
+    assert client.server.app[HUB].sockets() == []
+
+
+async def test_heartbeats_are_spread_over_the_period(aiohttp_client, tl, fake_pbx, olga) -> None:
+    """Each socket is pinged once a period, but not all at once: their pongs would come
+    back together and hold the loop ahead of any pop."""
+    from web.app import create_app
+    from web.ws import HEARTBEAT_TICK, Hub
+
+    app = create_app(tl, pbx=fake_pbx, start_engine=False)
+    app[HUB] = Hub(heartbeat=2 * HEARTBEAT_TICK)  # two slices, a tick apart
+    client = await aiohttp_client(app)
+    sockets = [(await connect(aiohttp_client, client.server, "olga"))[1] for _ in range(4)]
+    loop = asyncio.get_running_loop()
+    pings: list[float] = []
+
+    async def listen(ws) -> None:  # type: ignore[no-untyped-def]
+        end = loop.time() + 6 * HEARTBEAT_TICK
+        while (left := end - loop.time()) > 0:
+            try:
+                msg = await ws.receive_json(timeout=left)
+            except TimeoutError:
+                return
+            assert msg["type"] == "ping"
+            pings.append(loop.time())
+            await ws.send_json({"type": "pong"})
+
+    await asyncio.gather(*(listen(ws) for ws in sockets))
+    # Pings come in bursts, one per tick; each burst is one slice: half the sockets.
+    bursts: list[list[float]] = []
+    for at in sorted(pings):
+        if bursts and at - bursts[-1][-1] < HEARTBEAT_TICK / 2:
+            bursts[-1].append(at)
+        else:
+            bursts.append([at])
+    assert len(bursts) >= 4, bursts
+    assert all(len(b) == 2 for b in bursts[1:-1]), [len(b) for b in bursts]
+    assert not any(ws.closed for ws in sockets)  # every socket answered its pings
