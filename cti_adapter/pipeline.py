@@ -14,7 +14,12 @@ write commits; otherwise it runs after the commit, and only for events not seen 
 twice: the websocket hub drops a second pop of one call per socket.
 
 ``call_state`` messages (answered, hangup) are built from the committed row, so they carry
-the duration the database holds. No aiohttp here: the AMI pump calls the same ``handle``.
+the duration the database holds. No aiohttp here.
+
+``handle`` is :meth:`CtiPipeline.start` (pops begin) then :meth:`CtiPipeline.finish` (the
+record, committed; then the call states). The connector pump (``web/api/cti.py``) calls the
+two halves apart: it pops events as they are read and records them later, in order, merging
+with :meth:`Started.extend` the ones that waited behind a commit.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
@@ -88,6 +93,37 @@ class Outcome:
     states: int = 0
 
 
+@dataclass(slots=True)
+class Started:
+    """Events given to :meth:`CtiPipeline.start`: their pops under way (with
+    ``pop_before_commit``), their record still to be made by :meth:`CtiPipeline.finish`."""
+
+    accepted: int = 0  # events given, repeats included
+    events: list[CallEvent] = field(default_factory=list)  # repeats removed, in order given
+    # One future per event popped ahead: the client the pop found, for the log path.
+    matched: dict[Key, asyncio.Future[Any]] = field(default_factory=dict)
+    pops: list[asyncio.Task[int]] = field(default_factory=list)
+
+    def extend(self, later: Started) -> None:
+        """Take ``later``'s events after these, so one record keeps the order given."""
+        known = {ev.dedup_key for ev in self.events}
+        self.accepted += later.accepted
+        self.events += [ev for ev in later.events if ev.dedup_key not in known]
+        for key, fut in later.matched.items():
+            self.matched.setdefault(key, fut)
+        self.pops += later.pops
+
+    async def popped(self) -> None:
+        """Wait until the pops started ahead of the commit have been pushed (or failed)."""
+        if self.pops:
+            await asyncio.wait(self.pops)
+
+    def abandon(self) -> None:
+        """These events will never be recorded (shutdown): stop their pops."""
+        for task in self.pops:
+            task.cancel()
+
+
 @dataclass
 class _Batch:
     """One request's events waiting for the next group write."""
@@ -116,33 +152,41 @@ class CtiPipeline:
 
     async def handle(self, events: Sequence[CallEvent]) -> Outcome:
         """Record ``events`` (committed when this returns) and push their pops and states."""
-        unique = list({ev.dedup_key: ev for ev in events}.values())
-        popping = [ev for ev in unique if ev.event in _POPPING]
-        # The pop path's lookup also tells the log path which client the call is with.
-        matched: dict[Key, asyncio.Future[Any]] = {}
-        pop_task: asyncio.Task[int] | None = None
+        return await self.finish(self.start(events))
+
+    def start(self, events: Sequence[CallEvent]) -> Started:
+        """Start the pops of ``events`` (with ``pop_before_commit``); nothing is recorded yet."""
+        started = Started(len(events), list({ev.dedup_key: ev for ev in events}.values()))
+        popping = [ev for ev in started.events if ev.event in _POPPING]
         if self.pop_before_commit and popping:
+            # The pop path's lookup also tells the log path which client the call is with.
             loop = asyncio.get_running_loop()
-            matched = {ev.dedup_key: loop.create_future() for ev in popping}
-            pop_task = asyncio.create_task(self._pops(popping, matched))
+            started.matched = {ev.dedup_key: loop.create_future() for ev in popping}
+            started.pops.append(loop.create_task(self._pops(popping, started.matched)))
+        return started
+
+    async def finish(self, started: Started) -> Outcome:
+        """Record ``started``'s events (committed when this returns), then push the pops not
+        started ahead and the call states. After a failure it may be called again: the
+        write is all or nothing, and a repeated event is recorded once."""
         try:
-            hints = {key: await fut for key, fut in matched.items()}
-            changed = await self._record(unique, hints)
+            hints = {key: await fut for key, fut in started.matched.items()}
+            changed = await self._record(started.events, hints)
         except BaseException:
-            if pop_task is not None:
-                await asyncio.gather(pop_task, return_exceptions=True)
+            await asyncio.gather(*started.pops, return_exceptions=True)
             raise
-        fresh = {ev.dedup_key for ev, _ in changed}
-        if pop_task is not None:
-            pops = await pop_task
-        else:
-            pops = await self._pops([ev for ev in popping if ev.dedup_key in fresh], {})
+        pops = sum(await asyncio.gather(*started.pops))
+        # Not popped ahead (pop_before_commit off): pop now, and only what was not seen before.
+        fresh = {ev.dedup_key for ev, _ in changed} - started.matched.keys()
+        late = [ev for ev in started.events if ev.event in _POPPING and ev.dedup_key in fresh]
+        if late:
+            pops += await self._pops(late, {})
         states = 0
         for ev, call in changed:
             state = _STATES.get(ev.event)
             if state is not None and call is not None and await self._push_state(call, state):
                 states += 1
-        return Outcome(len(events), len(changed), pops, states)
+        return Outcome(started.accepted, len(changed), pops, states)
 
     # --- pop path -----------------------------------------------------------------------
 

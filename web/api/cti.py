@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from cti_adapter.events import CallEvent
-from cti_adapter.pipeline import CtiPipeline
+from cti_adapter.pipeline import CtiPipeline, Started
 from cti_adapter.port import PbxConnector
 from cti_adapter.webhook import MAX_BODY_BYTES, SIGNATURE_HEADER, parse_events, verify_signature
 from engine.errors import TierlineError
@@ -69,7 +69,7 @@ async def receive_events(request: web.Request) -> web.Response:
 
 async def pump(connector: PbxConnector, pipeline: CtiPipeline) -> None:
     """Feed a connector's events into the pipeline until the connector ends or we are
-    cancelled. An event is retried while the database is unavailable, then logged and
+    cancelled. A batch is retried while the database is unavailable, then logged and
     dropped: one bad moment must not stop every later pop."""
     try:
         await _pump(connector, pipeline)
@@ -79,67 +79,155 @@ async def pump(connector: PbxConnector, pipeline: CtiPipeline) -> None:
         log.exception("the %s connector's event stream failed; no more PBX events", connector.name)
 
 
-# Events handed to the pipeline at once: those that arrived while the last batch was written.
+# Events recorded at once: those popped while the previous batch was written. It also caps
+# the backlog behind a slow or failing write, and the reader's queue holds four times more.
 PUMP_BATCH = 256
+# The connector's events, then None: the end of the stream.
+_Queue = asyncio.Queue[CallEvent | None]
 
 
 async def _pump(connector: PbxConnector, pipeline: CtiPipeline) -> None:
-    """One reader drains the connector; the pipeline gets, in order, every event that arrived
-    while it wrote the previous batch. One event at a time would cap a busy PBX at one
-    commit per event (a call is ringing, answered and hangup); in batches the log keeps up
-    and a pop never queues behind another call's commit for long."""
-    queue: asyncio.Queue[CallEvent | None] = asyncio.Queue(PUMP_BATCH * 4)
+    """Three stages: a reader task drains the connector into a bounded queue; the pump itself
+    (``_take``) starts each event's pop as soon as it is read; a recorder task writes the
+    popped events to the call log, a batch at a time, in the order read.
 
-    async def read() -> None:
-        try:
-            async for event in connector.events():
-                await queue.put(event)
-        except asyncio.CancelledError:
-            raise
-        except BaseException:
-            await queue.put(None)  # the handler drains the queue, so this does not block
-            raise
-        await queue.put(None)
+    Pops never wait for a commit: one slow commit (a WAL checkpoint) used to delay every pop
+    behind it. Order is kept by construction: only the recorder writes, and it hands a batch
+    to the call log only once the previous one has committed or been dropped, so a call's
+    ringing is recorded before its answer and hangup (which would otherwise record a call of
+    0 s). At most two batches are in flight: the one being written (or retried) and the
+    backlog popped behind it; once PUMP_BATCH events wait there, the taker stops, the queue
+    fills and the reader stops reading: back-pressure on the PBX.
 
-    reader = asyncio.get_running_loop().create_task(read(), name=f"cti-read:{connector.name}")
+    While a batch is retried (PUMP_RETRY_DELAYS) the later events keep popping until the
+    backlog is full, and are recorded after it, in order, once it commits or is dropped; a
+    later batch never overtakes a failing one. When the connector ends or fails, everything
+    read before is still recorded, then the pump returns (or raises the connector's error).
+    Cancelled (shutdown), it stops at once: a write already handed to the database still
+    commits, while events popped but not yet handed over are lost, like those not yet read.
+    """
+    queue: _Queue = asyncio.Queue(PUMP_BATCH * 4)
+    backlog = _Backlog(PUMP_BATCH)
     try:
-        while True:
-            first = await queue.get()
-            if first is None:
-                break
-            batch = [first]
-            ended = False
-            while len(batch) < PUMP_BATCH and not queue.empty():
-                item = queue.get_nowait()
-                if item is None:
-                    ended = True
-                    break
-                batch.append(item)
-            await _handle(pipeline, batch)
-            if ended:
-                break
-        await reader  # the connector's own error, if it ended with one
+        async with asyncio.TaskGroup() as tasks:
+            reading = tasks.create_task(_read(connector, queue), name=f"cti-read:{connector.name}")
+            tasks.create_task(_record(pipeline, backlog), name=f"cti-record:{connector.name}")
+            await _take(pipeline, queue, backlog)
     finally:
-        if not reader.done():
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
+        backlog.abandon()
+    error = reading.result()
+    if error is not None:
+        raise error
 
 
-async def _handle(pipeline: CtiPipeline, batch: list[CallEvent]) -> None:
+async def _read(connector: PbxConnector, queue: _Queue) -> Exception | None:
+    """The connector's events, then the end marker. Its error is returned, not raised: raised
+    in the task group it would cancel the recording of the events read before it."""
+    error: Exception | None = None
+    try:
+        async for event in connector.events():
+            await queue.put(event)
+    except Exception as exc:
+        error = exc
+    await queue.put(None)  # the taker drains the queue, so this does not block for long
+    return error
+
+
+async def _take(pipeline: CtiPipeline, queue: _Queue, backlog: _Backlog) -> None:
+    """Pop what the queue holds, a chunk at a time, and leave it to the recorder. A chunk's
+    pops are pushed before the next chunk is taken: one lookup batch at a time, as the events
+    that arrived meanwhile make the next, bigger one."""
+    while True:
+        chunk, ended = await _next_chunk(queue, await backlog.room())
+        if chunk:
+            started = pipeline.start(chunk)
+            backlog.put(started)
+            await started.popped()
+        if ended:
+            backlog.close()
+            return
+
+
+async def _next_chunk(queue: _Queue, limit: int) -> tuple[list[CallEvent], bool]:
+    """Up to ``limit`` events: the first to come and whatever else is queued. True once the
+    end marker was read."""
+    chunk: list[CallEvent] = []
+    item = await queue.get()
+    while item is not None:
+        chunk.append(item)
+        if len(chunk) >= limit or queue.empty():
+            return chunk, False
+        item = queue.get_nowait()
+    return chunk, True
+
+
+async def _record(pipeline: CtiPipeline, backlog: _Backlog) -> None:
+    while (batch := await backlog.take()) is not None:
+        await _handle(pipeline, batch)
+
+
+async def _handle(pipeline: CtiPipeline, batch: Started) -> None:
     for delay in (*PUMP_RETRY_DELAYS, None):
         try:
-            await pipeline.handle(batch)
+            await pipeline.finish(batch)
             return
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            keys = ", ".join(str(ev.dedup_key) for ev in batch[:3])
+            count, keys = len(batch.events), ", ".join(str(ev.dedup_key) for ev in batch.events[:3])
             if delay is None:
-                log.error("%d call event(s) dropped after retries (%s): %s", len(batch), keys, exc)
+                log.error("%d call event(s) dropped after retries (%s): %s", count, keys, exc)
             else:
-                log.warning("%d call event(s) failed (%s); retrying", len(batch), exc)
+                log.warning("%d call event(s) failed (%s); retrying", count, exc)
                 await asyncio.sleep(delay)
+
+
+class _Backlog:
+    """Events popped and waiting for the call log, at most ``limit`` (given, repeats
+    included); the recorder takes them all at once as its next batch."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._waiting: Started | None = None
+        self._ended = False
+        self._space = asyncio.Event()
+        self._space.set()
+        self._filled = asyncio.Event()
+
+    def _size(self) -> int:
+        return self._waiting.accepted if self._waiting is not None else 0
+
+    async def room(self) -> int:
+        """How many more events fit, once at least one does."""
+        await self._space.wait()
+        return self._limit - self._size()
+
+    def put(self, started: Started) -> None:
+        if self._waiting is None:
+            # A batch of its own: ``started`` must not grow while the taker awaits its pops.
+            self._waiting = Started()
+        self._waiting.extend(started)
+        self._filled.set()
+        if self._size() >= self._limit:
+            self._space.clear()
+
+    def close(self) -> None:
+        """Nothing more will come: ``take`` returns None once the backlog is empty."""
+        self._ended = True
+        self._filled.set()
+
+    async def take(self) -> Started | None:
+        await self._filled.wait()
+        batch, self._waiting = self._waiting, None
+        if not self._ended:
+            self._filled.clear()
+        self._space.set()
+        return batch
+
+    def abandon(self) -> None:
+        if self._waiting is not None:
+            self._waiting.abandon()
+            self._waiting = None
 
 
 async def _directory_lifecycle(app: web.Application) -> AsyncIterator[None]:
