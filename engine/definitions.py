@@ -17,9 +17,17 @@ from sqlalchemy.engine import Connection
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from engine.errors import InvalidInput, NotFound
+from engine.errors import DefinitionError, DefinitionProblem, InvalidInput, NotFound
 from engine.models import Client, FollowUp, FollowUpStatus, WorkflowVersion
-from engine.workflow import StateDef, WorkflowDefinition, load_definition
+from engine.workflow import (
+    StateDef,
+    WorkflowDefinition,
+    check_compiles,
+    load_definition,
+    parse_definition,
+    validate,
+)
+from engine.workflow.validate import placeholder_problems
 
 DEFAULT_NAME = "telemarketing"
 
@@ -100,6 +108,27 @@ class PublishReport:
         }
 
 
+def check_source(source: str) -> tuple[WorkflowDefinition | None, list[DefinitionProblem]]:
+    """New definition text, as an admin wrote it: the parsed definition (when it parses)
+    and every problem, by line. Stricter than ``load_definition``, which also reads the
+    versions already stored: it adds the script placeholders and the workflow's name."""
+    try:
+        defn = parse_definition(source)
+    except DefinitionError as err:
+        return None, list(err.problems)
+    problems = (validate(defn) or check_compiles(defn)) + placeholder_problems(defn)
+    if defn.name != DEFAULT_NAME:
+        # Clients run on the workflow of this name; a renamed copy would be published beside
+        # it and never used.
+        problems.append(
+            DefinitionProblem(
+                defn.line_of("name"),
+                f"the workflow must keep the name '{DEFAULT_NAME}' (got '{defn.name}')",
+            )
+        )
+    return defn, sorted(problems, key=lambda p: p.line)
+
+
 async def publish(
     session: AsyncSession,
     cache: DefinitionCache,
@@ -116,7 +145,9 @@ async def publish(
     Runs inside the caller's transaction: nothing is half-published. A dry run computes
     the same report and writes nothing.
     """
-    new = load_definition(source)
+    new, problems = check_source(source)
+    if new is None or problems:
+        raise DefinitionError(problems)
     mapping = dict(mapping or {})
     for old, target in mapping.items():
         if target not in new.states:

@@ -14,12 +14,11 @@ from pathlib import Path
 from aiohttp import web
 from pydantic import SecretStr
 
-from engine.definitions import publish
-from engine.errors import InvalidInput
+from engine.definitions import check_source, publish
+from engine.errors import DefinitionError, InvalidInput
 from engine.service import Tierline
 from engine.settings import Settings
 from engine.users import NewUser, create_user
-from engine.workflow import load_definition
 
 DEMO_COMPANY = "Tierline Demo Ltd"
 
@@ -125,7 +124,9 @@ def user_add(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def workflow_validate(settings: Settings, args: argparse.Namespace) -> int:
-    defn = load_definition(_read(args.file))
+    defn, problems = check_source(_read(args.file))
+    if defn is None or problems:
+        raise DefinitionError(problems)
     print(
         f"{args.file}: valid — workflow {defn.name!r}, {len(defn.states)} states, "
         f"{len(defn.transitions)} transitions, tiers {', '.join(defn.tiers)}"

@@ -223,6 +223,25 @@ async def test_workflow_publish_dry_run_then_for_real(tl, tmp_path):
     assert bad_map.code == 1 and "OLD=NEW" in bad_map.err
 
 
+async def test_workflow_validate_and_publish_refuse_an_unknown_placeholder(tl, tmp_path):
+    """The CLI accepts new text by the editor's rules: an unknown {name} in a script is
+    refused at its line, and nothing is published."""
+    source = default_definition_text()
+    first_script = source.index("script: |")
+    line_end = source.index("\n", source.index("\n", first_script) + 1)
+    bad = source[:line_end] + " Ask about {product}." + source[line_end:]
+    line = next(i for i, t in enumerate(bad.splitlines(), 1) if "{product}" in t)
+    path = tmp_path / "placeholder.yaml"
+    path.write_text(bad)
+    env = env_for(tl, tmp_path)
+    for command in (("workflow", "validate"), ("workflow", "publish")):
+        result = await tierline(*command, str(path), env=env)
+        assert result.code == 1, (command, result.out)
+        assert f"line {line}:" in result.err and "unknown placeholder {product}" in result.err
+    async with tl.db.session() as s:
+        assert [v.version for v in await list_versions(s)] == [1]
+
+
 # ---- the follow-up invariant ---------------------------------------------------------------
 
 

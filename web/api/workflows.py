@@ -16,12 +16,11 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine.bus import Bus
-from engine.definitions import DEFAULT_NAME, current_version, list_versions, publish
-from engine.errors import DefinitionError, DefinitionProblem, InvalidInput, NotFound
+from engine.definitions import DEFAULT_NAME, check_source, current_version, list_versions, publish
+from engine.errors import DefinitionError, InvalidInput, NotFound
 from engine.models import AuditEntry, Client, Role, User, WorkflowVersion
 from engine.service import QUEUE_CHANNEL
-from engine.workflow import WorkflowDefinition, check_compiles, parse_definition, validate
-from engine.workflow.validate import placeholder_problems
+from engine.workflow import WorkflowDefinition
 from web.api.session import read_json
 from web.keys import TIERLINE
 from web.middleware import current_user
@@ -119,25 +118,6 @@ def _source(body: dict) -> str:
     return source
 
 
-def _check(source: str) -> tuple[WorkflowDefinition | None, list[DefinitionProblem]]:
-    """The parsed definition (when it parses) and every problem, by line."""
-    try:
-        defn = parse_definition(source)
-    except DefinitionError as err:
-        return None, list(err.problems)
-    problems = (validate(defn) or check_compiles(defn)) + placeholder_problems(defn)
-    if defn.name != DEFAULT_NAME:
-        # Clients run on the workflow of this name; a renamed copy would be published beside
-        # it and never used.
-        problems.append(
-            DefinitionProblem(
-                defn.line_of("name"),
-                f"the workflow must keep the name '{DEFAULT_NAME}' (got '{defn.name}')",
-            )
-        )
-    return defn, sorted(problems, key=lambda p: p.line)
-
-
 async def _states_without_home(db: AsyncSession, defn: WorkflowDefinition) -> dict[str, int]:
     """Clients in states the edited definition no longer has: what a publish must map."""
     of_workflow = col(Client.workflow_version_id).in_(
@@ -156,7 +136,7 @@ async def validate_source(request: web.Request) -> web.Response:
     current_user(request, Role.ADMIN)
     tl = request.app[TIERLINE]
     source = _source(await read_json(request))
-    defn, problems = _check(source)
+    defn, problems = check_source(source)
     async with tl.db.session() as db:
         published = await current_version(db)
         needs_mapping = await _states_without_home(db, defn) if defn and not problems else {}
@@ -202,7 +182,7 @@ async def publish_source(request: web.Request) -> web.Response:
     note = body.get("note") or ""
     if not isinstance(note, str) or len(note) > 500:
         raise InvalidInput("note must be text of at most 500 characters", field="note")
-    defn, problems = _check(source)
+    defn, problems = check_source(source)
     if problems:
         raise DefinitionError(problems)
     assert defn is not None
