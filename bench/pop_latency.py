@@ -43,6 +43,8 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from gc_watch import GcWatch
+
 from cti_adapter.asterisk import AmiConfig, AmiConnector, FakeAmiServer
 from cti_adapter.asterisk.protocol import encode_message
 from cti_adapter.webhook import SIGNATURE_HEADER, sign
@@ -358,7 +360,15 @@ def main() -> None:
     parser.add_argument(
         "--only", action="append", default=[], help="run the phases whose name contains this"
     )
+    parser.add_argument(
+        "--switch-interval",
+        type=float,
+        default=None,
+        help="the server's sys.setswitchinterval in seconds (Python's default: 0.005)",
+    )
     args = parser.parse_args()
+    if args.switch_interval is not None:
+        sys.setswitchinterval(args.switch_interval)
     asyncio.run(run(args.quick, args.only))
 
 
@@ -406,6 +416,7 @@ async def run(quick: bool, only: list[str] | None = None) -> None:
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         caster = asyncio.create_task(broadcaster(app, state, broadcast_times))
+        gc_watch = GcWatch().__enter__()
 
         codec = app[SESSIONS]
         sockets = [(i + 1, codec.issue(i + 1)[0], str(1000 + i)) for i in range(OPERATORS)]
@@ -491,6 +502,8 @@ async def run(quick: bool, only: list[str] | None = None) -> None:
         results = await loop.run_in_executor(None, receiver.recv)
         await loop.run_in_executor(None, proc.join)
         caster.cancel()
+        gc_watch.__exit__()
+        gc_watch.report()
         await runner.cleanup()
         await connector.close()
         await tl.stop()

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import multiprocessing as mp
+import os
 import random
 import resource
 import sys
@@ -33,6 +35,7 @@ from aiohttp import web
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from gc_watch import GcWatch
 from pop_latency import BROADCAST, CLIENTS, SECRET, number_of, pct, populate
 
 from cti_adapter.fake import FakePbx
@@ -101,14 +104,100 @@ def hold(
     out: Any,
 ) -> None:
     raise_fd_limit()
-    out.send(asyncio.run(_hold(port, sockets, phases, pops, opened, go)))
+    runner = _hold if pops else _hold_idle
+    out.send(asyncio.run(runner(port, sockets, phases, opened, go)))
+
+
+# What an idle browser reads and answers, as bytes: the server's frames are unmasked and the
+# same for every socket, so a holder can count and answer them without parsing.
+PING = b'\x81\x0f{"type":"ping"}'
+DASHBOARD = b'"type":"dashboard"'
+PONG_TEXT = b'{"type":"pong"}'
+
+
+class IdleBrowser(asyncio.Protocol):
+    """A socket held at the cost of a few bytes compares: 9,800 of them parsed by aiohttp's
+    client took the bench's two client processes a core during each broadcast, and the pop
+    latency measured their scheduling, not the server."""
+
+    def __init__(self, cookie: str, port: int, ready: asyncio.Future[None]) -> None:
+        self.cookie, self.port, self.ready = cookie, port, ready
+        self.transport: asyncio.Transport | None = None
+        self.tail = b""
+        self.upgraded = False
+        self.broadcasts = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        key = base64.b64encode(os.urandom(16)).decode()
+        transport.write(
+            (
+                f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                f"Sec-WebSocket-Version: 13\r\nCookie: {COOKIE}={self.cookie}\r\n\r\n"
+            ).encode()
+        )
+
+    def data_received(self, data: bytes) -> None:
+        data = self.tail + data
+        if not self.upgraded:
+            if b"\r\n\r\n" not in data:
+                self.tail = data
+                return
+            self.upgraded = True
+        if b'"hello"' in data and not self.ready.done():
+            self.ready.set_result(None)
+        # What lay wholly in the old tail was counted (and answered) on the last read.
+        old = self.tail
+        self.broadcasts += data.count(DASHBOARD) - old.count(DASHBOARD)
+        for _ in range(data.count(PING) - old.count(PING)):
+            mask = os.urandom(4)
+            body = bytes(b ^ mask[i % 4] for i, b in enumerate(PONG_TEXT))
+            assert self.transport is not None
+            self.transport.write(bytes((0x81, 0x80 | len(PONG_TEXT))) + mask + body)
+        self.tail = data[-32:]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.ready.done():
+            self.ready.set_exception(ConnectionError("closed before hello"))
+
+
+async def _hold_idle(
+    port: int,
+    sockets: list[tuple[int, str, str]],
+    phases: list[dict[str, Any]],
+    opened: Any,
+    go: Any,
+) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    gate = asyncio.Semaphore(200)
+    browsers: list[IdleBrowser] = []
+
+    async def open_socket(cookie: str) -> None:
+        async with gate:
+            ready = loop.create_future()
+            _, browser = await loop.create_connection(
+                lambda: IdleBrowser(cookie, port, ready), "127.0.0.1", port
+            )
+            browsers.append(browser)
+            await ready
+
+    await asyncio.gather(*(open_socket(c) for _, c, _ in sockets))
+    opened.send(len(browsers))
+    await loop.run_in_executor(None, go.recv)
+    await asyncio.sleep(sum(p["seconds"] for p in phases) + 3.0)  # the pop process's phases
+    received = sum(b.broadcasts for b in browsers)
+    for browser in browsers:
+        assert browser.transport is not None
+        browser.transport.abort()
+    return {"phases": [], "broadcasts": received}
 
 
 async def _hold(
     port: int,
     sockets: list[tuple[int, str, str]],
     phases: list[dict[str, Any]],
-    pops: bool,
     opened: Any,
     go: Any,
 ) -> dict[str, Any]:
@@ -176,23 +265,19 @@ async def _hold(
         latencies.clear()
         start = time.perf_counter()
         tasks = []
-        if pops:
-            for _ in range(int(RATE * phase["seconds"])):
-                counter += 1
-                delay = start + counter / RATE - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                tasks.append(asyncio.create_task(send(counter)))
-            await asyncio.gather(*tasks)
-            for _ in range(40):
-                if not pending:
-                    break
-                await asyncio.sleep(0.05)
-        else:
-            await asyncio.sleep(phase["seconds"])
+        for _ in range(int(RATE * phase["seconds"])):
+            counter += 1
+            delay = start + counter / RATE - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(send(counter)))
+        await asyncio.gather(*tasks)
+        for _ in range(40):
+            if not pending:
+                break
+            await asyncio.sleep(0.05)
         results.append({"name": phase["name"], "lat": sorted(latencies), "lost": len(pending)})
-    if pops:
-        (await http.post(base + "/bench/config", json={"broadcast": False})).release()
+    (await http.post(base + "/bench/config", json={"broadcast": False})).release()
     await asyncio.sleep(1.5)  # the last broadcast reaches every socket
     for task in readers:
         task.cancel()
@@ -237,6 +322,16 @@ async def run(count: int, seconds: int) -> None:
                     await broadcast(app, BROADCAST)
                     loop_times.append(time.perf_counter() - t0)
 
+        lags: dict[bool, list[float]] = {False: [], True: []}
+
+        async def lag_monitor() -> None:
+            """How late the server's loop wakes a 10 ms sleep: its own delay, apart from
+            the clients'."""
+            while True:
+                t0 = time.perf_counter()
+                await asyncio.sleep(0.01)
+                lags[state["broadcast"]].append(time.perf_counter() - t0 - 0.01)
+
         casting = asyncio.create_task(caster())
         rss_before = rss_mb()
         codec = app[SESSIONS]
@@ -277,6 +372,8 @@ async def run(count: int, seconds: int) -> None:
             f"({(rss_open - rss_before) * 1024 / max(connected, 1):.1f} KB each)",
             flush=True,
         )
+        monitoring = asyncio.create_task(lag_monitor())  # from the first phase on
+        gc_watch = GcWatch().__enter__()
         for go_w in gos:
             go_w.send(True)
         results = [await loop.run_in_executor(None, out_r.recv) for out_r in outs]
@@ -284,6 +381,9 @@ async def run(count: int, seconds: int) -> None:
             await loop.run_in_executor(None, proc.join)
         rss_end = rss_mb()
         casting.cancel()
+        monitoring.cancel()
+        gc_watch.__exit__()
+        gc_watch.report()
         await runner.cleanup()
         await tl.stop()
 
@@ -302,6 +402,13 @@ async def run(count: int, seconds: int) -> None:
             f"received ({received / max(connected, 1):.1f} per socket), loop time median "
             f"{times[len(times) // 2] * 1000:.1f} ms, "
             f"max {times[-1] * 1000:.1f} ms"
+        )
+    for broadcasting, lag in lags.items():
+        lag.sort()
+        print(
+            f"server loop lag {'with' if broadcasting else 'without'} broadcasts: "
+            f"p50 {pct(lag, 0.5):.2f} ms, p99 {pct(lag, 0.99):.2f} ms, "
+            f"max {(lag[-1] * 1000 if lag else float('nan')):.1f} ms"
         )
     print(f"server RSS at the end: {rss_end:.0f} MB (aim < 256 MB)")
 
