@@ -266,6 +266,11 @@ async def page(browser: Any) -> AsyncIterator[Any]:
         viewport=VIEWPORT, locale="en-GB", timezone_id="Europe/Moscow"
     )
     context.set_default_timeout(10_000)
+    # Assertions wait as long as actions: CI shares two cores with the server under test,
+    # and a 3-row import was once still "running" at Playwright's 5 s default.
+    from playwright.async_api import expect
+
+    expect.set_options(timeout=10_000)
     tab = await context.new_page()
     errors: list[str] = []
     tab.on("pageerror", lambda exc: errors.append(str(exc)))
