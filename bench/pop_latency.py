@@ -49,6 +49,7 @@ from aiohttp import web
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gc_watch import GcWatch
+from pop_trace import PopTrace
 
 from cti_adapter.asterisk import AmiConfig, AmiConnector, CallTracker, FakeAmiServer
 from cti_adapter.asterisk.protocol import encode_message
@@ -171,6 +172,21 @@ def bench_routes(app: web.Application, state: dict[str, Any]) -> None:
     app.router.add_post("/bench/config", configure)
 
 
+async def cpu_sampler(marks: list[tuple[float, float]]) -> None:
+    """The server process's CPU time, every 0.1 s: what a phase cost it, per request."""
+    while True:
+        marks.append((time.perf_counter(), time.process_time()))
+        await asyncio.sleep(0.1)
+
+
+def cpu_share(marks: list[tuple[float, float]], window: tuple[float, float]) -> float:
+    inside = [m for m in marks if window[0] <= m[0] <= window[1]]
+    if len(inside) < 2:
+        return float("nan")
+    (t0, c0), (t1, c1) = inside[0], inside[-1]
+    return (c1 - c0) / (t1 - t0)
+
+
 async def broadcaster(app: web.Application, state: dict[str, Any], log: list[float]) -> None:
     while True:
         await asyncio.sleep(1.0)
@@ -212,6 +228,7 @@ async def _drive(
     await ami.start()
     pending: dict[str, float] = {}
     latencies: list[float] = []
+    traces: list[tuple[str, float, float]] = []  # (call id, sent, received)
     ws_session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
     http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200))
 
@@ -222,9 +239,11 @@ async def _drive(
             now = time.perf_counter()
             kind = msg.data[9:22]  # '{"type":"screen_pop"...' without parsing every broadcast
             if kind.startswith("screen_pop"):
-                t0 = pending.pop(json.loads(msg.data)["call_id"], None)
+                call_id = json.loads(msg.data)["call_id"]
+                t0 = pending.pop(call_id, None)
                 if t0 is not None:
                     latencies.append(now - t0)
+                    traces.append((call_id, t0, now))
             elif kind.startswith("ping"):
                 await ws.send_str('{"type":"pong"}')
 
@@ -337,15 +356,18 @@ async def _drive(
                 prepare(counter + 1 + n)
         pending.clear()
         latencies.clear()
+        traces.clear()
         tasks = []
         start = time.perf_counter()
-        for i in range(int(rate * seconds)):
+        sends = int(rate * seconds)
+        for i in range(sends):
             delay = start + i / rate - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
             counter += 1
             tasks.append(asyncio.create_task(send(phase["mode"], counter)))
         await asyncio.gather(*tasks)
+        sent = (start, time.perf_counter())
         for _ in range(40):
             if not pending:
                 break
@@ -354,8 +376,11 @@ async def _drive(
             {
                 "name": phase["name"],
                 "lat": sorted(latencies),
+                "trace": list(traces),
                 "lost": len(pending),
                 "record": phase.get("record", True),
+                "window": sent,
+                "sends": sends,
             }
         )
     for task in readers:
@@ -393,6 +418,11 @@ def main() -> None:
         help="the server's sys.setswitchinterval in seconds (Python's default: 0.005)",
     )
     parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="after each webhook phase, where its median and slowest pops spent their time",
+    )
+    parser.add_argument(
         "--gc-threshold",
         default=None,
         help="the server's gc.set_threshold, e.g. 700,10,10 (Python's default)",
@@ -402,10 +432,12 @@ def main() -> None:
         gc.set_threshold(*(int(n) for n in args.gc_threshold.split(",")))
     if args.switch_interval is not None:
         sys.setswitchinterval(args.switch_interval)
-    asyncio.run(run(args.quick, args.only, args.gc_census))
+    asyncio.run(run(args.quick, args.only, args.gc_census, args.trace))
 
 
-async def run(quick: bool, only: list[str] | None = None, gc_census: bool = False) -> None:
+async def run(
+    quick: bool, only: list[str] | None = None, gc_census: bool = False, trace: bool = False
+) -> None:
     seconds = 3 if quick else 10
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(
@@ -443,12 +475,17 @@ async def run(quick: bool, only: list[str] | None = None, gc_census: bool = Fals
         state: dict[str, Any] = {}
         broadcast_times: list[float] = []
         bench_routes(app, state)
+        tracer = PopTrace() if trace else None
+        if tracer is not None:
+            tracer.install(app)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         caster = asyncio.create_task(broadcaster(app, state, broadcast_times))
+        cpu_marks: list[tuple[float, float]] = []
+        sampler = asyncio.create_task(cpu_sampler(cpu_marks))
         gc_watch = GcWatch(census=gc_census).__enter__()
 
         codec = app[SESSIONS]
@@ -542,23 +579,32 @@ async def run(quick: bool, only: list[str] | None = None, gc_census: bool = Fals
         results = await loop.run_in_executor(None, receiver.recv)
         await loop.run_in_executor(None, proc.join)
         caster.cancel()
+        sampler.cancel()
         gc_watch.__exit__()
         gc_watch.report()
         await runner.cleanup()
         await connector.close()
         await tl.stop()
 
-    print(f"\n{'phase':46} {'n':>6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'lost':>5}")
+    head = f"{'phase':46} {'n':>6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'lost':>5}"
+    print(f"\n{head} {'server CPU':>10} {'per send':>8}")
     by_name = {}
     for r in results:
         if not r["record"]:
             continue
         lat = r["lat"]
         by_name[r["name"]] = lat
+        share = cpu_share(cpu_marks, r["window"])
+        per_send = share * (r["window"][1] - r["window"][0]) / r["sends"] * 1e3
         print(
             f"{r['name']:46} {len(lat):6d} {pct(lat, 0.5):8.2f} {pct(lat, 0.99):8.2f} "
-            f"{(lat[-1] * 1000 if lat else float('nan')):8.2f} {r['lost']:5d}"
+            f"{(lat[-1] * 1000 if lat else float('nan')):8.2f} {r['lost']:5d} "
+            f"{share:10.0%} {per_send:5.2f} ms"
         )
+    if tracer is not None:
+        for r in results:
+            if r["record"] and r["name"].startswith("pop"):
+                tracer.report(r["name"], r["trace"])
     for rate in (100, 300):
         if f"pop {rate}/s" not in by_name or f"bare push {rate}/s" not in by_name:
             continue

@@ -1,0 +1,125 @@
+"""Where a webhook pop's time goes: stamps along the server's path, joined with the
+driver's send and receive times (``time.perf_counter`` is one clock for every process on
+Linux), averaged over the median pops and over the slowest 1 %.
+
+Benchmark-only instrumentation: it wraps the pipeline's functions in this process, so the
+server runs the code it always runs, plus a few dictionary writes per pop.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import threading
+import time
+from collections import defaultdict
+from typing import Any
+
+from aiohttp import web
+
+import cti_adapter.pipeline as pipeline_module
+from cti_adapter.pipeline import CtiPipeline
+from engine.bus import LocalBus
+
+# (label, stamp) in path order: each segment is the time from the previous stamp to this one.
+STAGES = (
+    ("sent", "driver: request sent"),
+    ("arrived", "to the handler (HTTP, server loop)"),
+    ("started", "body read, signed, parsed"),
+    ("task", "to the pop task running"),
+    ("thread", "to the worker thread reading (pool, GIL)"),
+    ("built", "lookup and card in the thread"),
+    ("published", "back on the loop"),
+    ("written", "hub: frame written"),
+    ("received", "to the driver's socket reader"),
+)
+
+_arrived: contextvars.ContextVar[float] = contextvars.ContextVar("arrived", default=0.0)
+
+
+class PopTrace:
+    def __init__(self) -> None:
+        self.stamps: dict[str, dict[str, float]] = defaultdict(dict)
+
+    def install(self, app: web.Application) -> None:
+        stamps = self.stamps
+
+        @web.middleware
+        async def arrival(request: web.Request, handler: Any) -> web.StreamResponse:
+            _arrived.set(time.perf_counter())
+            return await handler(request)
+
+        app.middlewares.insert(0, arrival)
+
+        start, pop_many = CtiPipeline.start, CtiPipeline.pop_many
+
+        def traced_start(self: CtiPipeline, events: Any) -> Any:
+            now = time.perf_counter()
+            for ev in events:
+                stamps[ev.call_id].update(arrived=_arrived.get() or now, started=now)
+            return start(self, events)
+
+        async def traced_pop_many(self: CtiPipeline, events: Any, matched: Any) -> int:
+            now = time.perf_counter()
+            for ev in events:
+                stamps[ev.call_id]["task"] = now
+            return await pop_many(self, events, matched)
+
+        CtiPipeline.start = traced_start  # type: ignore[method-assign]
+        CtiPipeline.pop_many = traced_pop_many  # type: ignore[method-assign]
+
+        lookup, card = pipeline_module.lookup_sync, pipeline_module.screen_pop_sync
+        local = threading.local()  # one pop's lookup, then its card, in one worker thread
+
+        @functools.wraps(lookup)
+        def traced_lookup(*args: Any, **kwargs: Any) -> Any:
+            local.began, local.cpu = time.perf_counter(), time.thread_time()
+            return lookup(*args, **kwargs)
+
+        @functools.wraps(card)
+        def traced_card(conn: Any, cache: Any, user: Any, call_id: str, *a: Any, **k: Any) -> Any:
+            began = local.began
+            out = card(conn, cache, user, call_id, *a, **k)
+            cpu = time.thread_time() - local.cpu
+            stamps[call_id].update(thread=began, built=time.perf_counter(), cpu=cpu)
+            return out
+
+        pipeline_module.lookup_sync = traced_lookup
+        pipeline_module.screen_pop_sync = traced_card
+
+        publish = LocalBus.publish
+
+        async def traced_publish(self: LocalBus, channel: str, message: dict[str, Any]) -> None:
+            call_id = message.get("message", message).get("call_id")
+            mine = stamps.get(call_id) if call_id else None
+            if mine is not None and "published" not in mine:
+                mine["published"] = time.perf_counter()
+            await publish(self, channel, message)
+            if mine is not None and "written" not in mine:
+                mine["written"] = time.perf_counter()
+
+        LocalBus.publish = traced_publish  # type: ignore[method-assign]
+
+    def report(self, name: str, driver: list[tuple[str, float, float]]) -> None:
+        """``driver``: (call id, sent, received) for each pop the phase timed."""
+        rows = []
+        for call_id, sent, received in driver:
+            mine = self.stamps.get(call_id, {})
+            stamp = {**mine, "sent": sent, "received": received}
+            if all(key in stamp for key, _ in STAGES):
+                rows.append([stamp[key] for key, _ in STAGES] + [stamp["cpu"]])
+        if len(rows) < 20:
+            return
+        rows.sort(key=lambda r: r[-2] - r[0])
+        slow = rows[-max(1, len(rows) // 100) :]
+        middle = rows[len(rows) * 45 // 100 : len(rows) * 55 // 100]
+        print(f"\n{name}: where the time goes, ms (mean of the median 10 % · of the slowest 1 %)")
+        for n, (_, label) in enumerate(STAGES[1:], start=1):
+            mid = sum(r[n] - r[n - 1] for r in middle) / len(middle) * 1e3
+            tail = sum(r[n] - r[n - 1] for r in slow) / len(slow) * 1e3
+            print(f"  {label:44} {mid:7.2f} {tail:8.2f}")
+            if label.startswith("lookup"):  # the rest of it the thread waited: GIL, disk
+                mid, tail = (sum(r[-1] for r in rs) / len(rs) * 1e3 for rs in (middle, slow))
+                print(f"  {'  of which its own CPU':44} {mid:7.2f} {tail:8.2f}")
+        mid, tail = (sum(r[-2] - r[0] for r in rs) / len(rs) * 1e3 for rs in (middle, slow))
+        print(f"  {'total':44} {mid:7.2f} {tail:8.2f}")
