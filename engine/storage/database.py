@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine.errors import Unavailable
+from engine.storage.lane import ThreadLane
 
 T = TypeVar("T")
 
@@ -45,6 +46,9 @@ class Database:
         # meet SQLITE_BUSY inside the driver, keeps every write short and in order.
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
         self._sync_engine: Engine | None = None
+        # SQLite's hot-path reads and writes each run in one thread of their own (lane.py
+        # says why); writes apart, so a pop's read never waits behind a commit.
+        self._reads, self._writes = ThreadLane("tierline-db-read"), ThreadLane("tierline-db-write")
         self._sessions = async_sessionmaker(
             self.engine, class_=AsyncSession, expire_on_commit=False
         )
@@ -66,8 +70,8 @@ class Database:
         """Run a read-only ``fn(connection)`` on a synchronous Core connection, in one hop.
 
         On SQLite every statement through aiosqlite is a round trip between threads (~250 µs,
-        measured: a screen pop made 82 of them); here the whole read runs in one worker thread
-        on its own connection (WAL lets it read beside the writer). On PostgreSQL asyncpg is
+        measured: a screen pop made 82 of them); here the whole read runs in the reader
+        thread on its own connection (WAL lets it read beside the writer). On PostgreSQL asyncpg is
         cheap per statement, so ``fn`` runs on the async connection's sync facade. A Core
         connection, not an ORM session: opening and closing a session cost ~90 µs more, and
         the callers (the screen pop, the call log) are the hot paths that want no entities.
@@ -81,13 +85,14 @@ class Database:
             with engine.connect() as conn:
                 return fn(conn)
 
-        return await asyncio.to_thread(run)
+        return await self._reads.run(run)
 
     async def write(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn(connection)`` in one transaction, committed on return.
 
-        The write twin of :meth:`read`: on SQLite the whole transaction is one worker-thread
-        hop, taken in turn with every other writer (the same lock as :meth:`transaction`).
+        The write twin of :meth:`read`: on SQLite the whole transaction is one hop to the
+        writer thread, taken in turn with every other writer (the same lock as
+        :meth:`transaction`).
         """
         if not self.is_sqlite:
             async with self.engine.begin() as conn:
@@ -100,7 +105,7 @@ class Database:
 
         assert self._write_lock is not None
         async with self._write_lock:
-            return await asyncio.to_thread(run)
+            return await self._writes.run(run)
 
     def _sync(self) -> Engine:
         if self._sync_engine is None:
@@ -135,6 +140,8 @@ class Database:
         return self.engine.url.render_as_string(hide_password=True)
 
     async def dispose(self) -> None:
+        await self._reads.stop()
+        await self._writes.stop()
         await self.engine.dispose()
         if self._sync_engine is not None:
             self._sync_engine.dispose()

@@ -1,0 +1,106 @@
+"""ThreadLane: one thread, calls in the order given, results and errors back on the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from engine.storage.database import Database
+from engine.storage.lane import ThreadLane
+
+
+async def test_calls_run_in_one_thread_in_the_order_given() -> None:
+    lane = ThreadLane("test-lane")
+    seen: list[tuple[int, str]] = []
+
+    def call(n: int) -> int:
+        seen.append((n, threading.current_thread().name))
+        return n * n
+
+    try:
+        results = await asyncio.gather(*(lane.run(lambda n=n: call(n)) for n in range(50)))
+    finally:
+        await lane.stop()
+    assert results == [n * n for n in range(50)]
+    assert [n for n, _ in seen] == list(range(50))
+    assert {name for _, name in seen} == {"test-lane"}
+    assert threading.current_thread().name != "test-lane"
+
+
+async def test_an_error_reaches_the_caller_and_the_lane_goes_on() -> None:
+    lane = ThreadLane("test-lane")
+
+    def fail() -> None:
+        raise ValueError("bad row")
+
+    try:
+        with pytest.raises(ValueError, match="bad row"):
+            await lane.run(fail)
+        assert await lane.run(lambda: "still here") == "still here"
+    finally:
+        await lane.stop()
+
+
+async def test_a_call_cancelled_while_queued_is_skipped() -> None:
+    lane = ThreadLane("test-lane")
+    release = threading.Event()
+    ran: list[str] = []
+
+    def blocker() -> None:
+        release.wait(5)
+        ran.append("blocker")
+
+    try:
+        first = asyncio.ensure_future(lane.run(blocker))
+        queued = asyncio.ensure_future(lane.run(lambda: ran.append("queued")))
+        await asyncio.sleep(0.05)
+        queued.cancel()
+        await asyncio.sleep(0)
+        release.set()
+        await first
+        assert await lane.run(lambda: "after") == "after"
+    finally:
+        await lane.stop()
+    assert queued.cancelled()
+    assert ran == ["blocker"]
+
+
+async def test_stop_finishes_queued_calls_and_the_lane_starts_again() -> None:
+    lane = ThreadLane("test-lane")
+    threads: list[threading.Thread] = []
+
+    def remember() -> None:
+        threads.append(threading.current_thread())
+
+    calls = [asyncio.ensure_future(lane.run(remember)) for _ in range(5)]
+    await asyncio.sleep(0)
+    await lane.stop()
+    await asyncio.gather(*calls)
+    assert len(threads) == 5
+    assert not threads[0].is_alive()  # stopped: the thread ended
+
+    await lane.run(remember)  # used again: a new thread
+    assert threads[-1] is not threads[0]
+    await lane.stop()
+    assert not threads[-1].is_alive()
+
+
+async def test_sqlite_reads_and_writes_each_have_their_own_thread(tmp_path: Path) -> None:
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'lanes.db'}")
+    try:
+        await db.write(lambda c: c.execute(text("CREATE TABLE t (n INTEGER)")))
+        writer = await db.write(lambda c: threading.current_thread())
+        reader = await db.read(lambda c: threading.current_thread())
+        assert (reader.name, writer.name) == ("tierline-db-read", "tierline-db-write")
+        # Many reads: still that one reader thread, not a pool.
+        readers = await asyncio.gather(
+            *(db.read(lambda c: threading.current_thread()) for _ in range(20))
+        )
+        assert set(readers) == {reader}
+    finally:
+        await db.dispose()
+    assert not reader.is_alive() and not writer.is_alive()
