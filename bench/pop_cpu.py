@@ -62,7 +62,7 @@ async def run(events: int) -> None:
 
         async def log(ev: CallEvent) -> None:
             pipeline.pop_before_commit = False
-            await pipeline._record([ev], {})
+            await pipeline.call_log.record([ev], {})
             pipeline.pop_before_commit = True
 
         print(f"{'loop':24} {'CPU µs/event':>13} {'events/s':>9}")
