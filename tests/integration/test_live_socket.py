@@ -206,7 +206,7 @@ async def test_heartbeats_are_spread_over_the_period(aiohttp_client, tl, fake_pb
     """Each socket is pinged once a period, but not all at once: their pongs would come
     back together and hold the loop ahead of any pop."""
     from web.app import create_app
-    from web.ws import HEARTBEAT_TICK, Hub
+    from web.hub import HEARTBEAT_TICK, Hub
 
     app = create_app(tl, pbx=fake_pbx, start_engine=False)
     app[HUB] = Hub(heartbeat=2 * HEARTBEAT_TICK)  # two slices, a tick apart

@@ -10,7 +10,7 @@ from aiohttp import WSMsgType
 from tests.conftest import sign_in
 from tests.integration.helpers import make_client, make_user
 from tests.integration.test_ws_pops import connect, ev, next_of, pbx
-from web.ws import ACCOUNT_CHANGED
+from web.hub import ACCOUNT_CHANGED
 
 
 async def _admin(aiohttp_client, server):  # type: ignore[no-untyped-def]

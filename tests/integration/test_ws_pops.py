@@ -20,7 +20,8 @@ from engine.models import Call
 from tests.conftest import sign_in
 from tests.integration.helpers import make_client, make_user
 from web.app import create_app
-from web.ws import HUB, Hub
+from web.hub import Hub
+from web.ws import HUB
 
 SECRET = "test-pbx-secret"
 IVAN = "+7 916 123-45-67"
