@@ -10,9 +10,10 @@ rather than through ``asyncio.to_thread``. Two reasons, both measured
 - every sqlite3 statement lets go of the GIL and takes it back, several times. With a pool of
   six threads doing that beside the event loop, each pop's thread queued for the GIL again
   and again: the slowest 1 % of pops spent 10–16 ms in the thread for 1.5 ms of their own
-  CPU. One reader thread and one writer thread keep the contenders to three (p99 of those
-  pops 17–21 ms before, 5–9 ms after; two reader threads, the less busy taking each read,
-  brought the GIL waits back: 9.4 against 4.9 ms in back-to-back runs).
+  CPU. One reader thread and one writer thread keep the contenders to three: that wait fell
+  to 1–3 ms, and the pops' p99 from 17–22 ms to a median of 11.5 ms over eight full runs.
+  Two reader threads, the less busy taking each read, brought the GIL waits back (p99 9.4
+  against 4.9 ms in back-to-back runs).
 
 A lane runs its calls in the order given, so a slow call delays the ones behind it: give a
 lane only short calls (indexed reads, one transaction), and long work its own thread.
