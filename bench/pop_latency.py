@@ -180,8 +180,8 @@ async def cpu_sampler(marks: list[tuple[float, float]]) -> None:
 
 
 def watch_writes(tl: Tierline) -> list[tuple[float, float]]:
-    """(started, seconds) of every write transaction the server commits: a slow commit (a
-    WAL checkpoint's fsync) shows in the pops that wait for it."""
+    """(started, seconds) of every write transaction the server commits: a slow commit
+    (most likely a WAL checkpoint's fsync) shows in the pops that wait for it."""
     log: list[tuple[float, float]] = []
     write = tl.db.write
 
@@ -299,7 +299,8 @@ async def _drive(
             call_events += 1
             if ev.event is CallEventType.RINGING and not ring_at:
                 ring_at = n + 1
-    prepared: dict[int, tuple[str, list[dict[str, str]]]] = {}
+    # A call's id, then its AMI bytes up to the ringing, then the rest (empty: all in one).
+    prepared: dict[int, tuple[str, bytes, bytes]] = {}
 
     def prepare(i: int) -> None:
         """What FakeAmiServer.replay(substitute=...) sends, substituted before the clock
@@ -329,8 +330,8 @@ async def _drive(
     async def send_call(i: int) -> None:
         call_id, ringing, rest = prepared.pop(i)
         pending[call_id] = time.perf_counter()
-        await ami.send_encoded(ringing)  # "ami-burst": the whole call, ringing to hangup
-        if rest:
+        await ami.send_encoded(ringing)
+        if rest:  # not "ami-burst", where the whole call went in that one write
             await asyncio.sleep(1.0)  # answered, talked briefly, hung up
             await ami.send_encoded(rest)
 
@@ -608,21 +609,22 @@ async def run(
         await tl.stop()
 
     head = f"{'phase':46} {'n':>6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'lost':>5}"
-    print(f"\n{head} {'server CPU':>10} {'per send':>8} {'slowest commit ms':>8}")
+    print(f"\n{head} {'server CPU':>10} {'per send':>8} {'slowest commit':>15}")
     by_name = {}
     for r in results:
         if not r["record"]:
             continue
         lat = r["lat"]
         by_name[r["name"]] = lat
-        share = cpu_share(cpu_marks, r["window"])
         t0, t1 = r["window"]
-        slow = sorted(d for at, d in writes if t0 <= at <= t1 + 2)[-1:] or [0.0]
-        per_send = share * (r["window"][1] - r["window"][0]) / r["sends"] * 1e3
+        share = cpu_share(cpu_marks, r["window"])
+        per_send = share * (t1 - t0) / r["sends"] * 1e3
+        # Writes started in the phase or while its last pops drained (2 s at most).
+        slowest = max((d for at, d in writes if t0 <= at <= t1 + 2), default=0.0)
         print(
             f"{r['name']:46} {len(lat):6d} {pct(lat, 0.5):8.2f} {pct(lat, 0.99):8.2f} "
             f"{(lat[-1] * 1000 if lat else float('nan')):8.2f} {r['lost']:5d} "
-            f"{share:10.0%} {per_send:5.2f} ms {slow[0] * 1e3:8.1f}"
+            f"{share:10.0%} {per_send:5.2f} ms {slowest * 1e3:12.1f} ms"
         )
     if tracer is not None:
         for r in results:

@@ -27,7 +27,7 @@ STAGES = (
     ("arrived", "to the handler (HTTP, server loop)"),
     ("started", "body read, signed, parsed"),
     ("task", "to the pop task running"),
-    ("thread", "to the worker thread reading (pool, GIL)"),
+    ("thread", "to the reader thread (its queue, the GIL)"),
     ("built", "lookup and card in the thread"),
     ("published", "back on the loop"),
     ("written", "hub: frame written"),
@@ -110,16 +110,18 @@ class PopTrace:
                 rows.append([stamp[key] for key, _ in STAGES] + [stamp["cpu"]])
         if len(rows) < 20:
             return
-        rows.sort(key=lambda r: r[-2] - r[0])
+        last = len(STAGES) - 1  # the driver's receive stamp; the thread's CPU comes after it
+        rows.sort(key=lambda r: r[last] - r[0])
         slow = rows[-max(1, len(rows) // 100) :]
         middle = rows[len(rows) * 45 // 100 : len(rows) * 55 // 100]
+
+        def line(label: str, value: Any) -> None:
+            mid, tail = (sum(value(r) for r in rs) / len(rs) * 1e3 for rs in (middle, slow))
+            print(f"  {label:44} {mid:7.2f} {tail:8.2f}")
+
         print(f"\n{name}: where the time goes, ms (mean of the median 10 % · of the slowest 1 %)")
         for n, (_, label) in enumerate(STAGES[1:], start=1):
-            mid = sum(r[n] - r[n - 1] for r in middle) / len(middle) * 1e3
-            tail = sum(r[n] - r[n - 1] for r in slow) / len(slow) * 1e3
-            print(f"  {label:44} {mid:7.2f} {tail:8.2f}")
+            line(label, lambda r, n=n: r[n] - r[n - 1])
             if label.startswith("lookup"):  # the rest of it the thread waited: GIL, disk
-                mid, tail = (sum(r[-1] for r in rs) / len(rs) * 1e3 for rs in (middle, slow))
-                print(f"  {'  of which its own CPU':44} {mid:7.2f} {tail:8.2f}")
-        mid, tail = (sum(r[-2] - r[0] for r in rs) / len(rs) * 1e3 for rs in (middle, slow))
-        print(f"  {'total':44} {mid:7.2f} {tail:8.2f}")
+                line("  of which its own CPU", lambda r: r[-1])
+        line("total", lambda r: r[last] - r[0])
