@@ -98,6 +98,9 @@ SPREAD = {
     "loyalty": 15,
     "case_open": 13,
 }
+# The caller the README's `tierline simulate call` uses: the demo's first client (a new lead
+# on the cold tier, cold1's at extension 101), so a newcomer's first pop shows a full card.
+README_CALLER = "+7 916 123-45-67"
 # Every Russian mobile range here maps to Moscow time; the few foreign clients show zones.
 FOREIGN = ["+44 20 7946 {:04d}", "+1 212 555 {:04d}", "+49 30 901820{:02d}"]
 
@@ -142,6 +145,8 @@ async def seed_demo(
                     else f"+7 9{rng.randrange(10, 99)} {rng.randrange(100, 999)}-"
                     f"{rng.randrange(10, 99)}-{rng.randrange(10, 99)}"
                 )
+                if count == 1:
+                    phone = README_CALLER  # drawn above all the same: the rest stays as it was
                 tier_of = tl.cache.remember(await current_version(session)).tier_of(state)
                 owner = rng.choice(owners[tier_of]) if owners.get(tier_of) else None
                 await create_client(

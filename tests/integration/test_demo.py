@@ -64,7 +64,14 @@ def test_demo_department_and_a_simulated_call(demo_server):  # type: ignore[no-u
         "select count(*) from followups where status='pending' and due_at <= datetime('now')"
     ).fetchone()[0]
     assert clients >= 200 and tiers == {"cold", "sales", "key_account", "support"} and due > 0
-    number = db.execute("select e164 from client_phones limit 1").fetchone()[0]
+    # The README's simulated caller is a demo client cold1 (extension 101) may see in full.
+    number = "+79161234567"
+    owners = db.execute(
+        "select c.tier from clients c join client_phones p on p.client_id = c.id "
+        "where p.e164 = ?",
+        (number,),
+    ).fetchall()
+    assert owners == [("cold",)]
 
     done = subprocess.run(
         [
