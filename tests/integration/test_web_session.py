@@ -75,3 +75,12 @@ async def test_browser_requests_need_the_csrf_token(tl, web_client):
 async def test_healthz(web_client):
     resp = await web_client.get("/healthz")
     assert resp.status == 200 and await resp.json() == {"status": "ok"}
+
+
+async def test_pages_name_an_icon_that_is_served(web_client):
+    # Without one, every page made the browser ask for /favicon.ico and log a 404.
+    page = await (await web_client.get("/login")).text()
+    href = page.split('<link rel="icon" type="image/svg+xml" href="', 1)[1].split('"', 1)[0]
+    icon = await web_client.get(href)
+    assert icon.status == 200 and icon.content_type == "image/svg+xml"
+    assert (await icon.text()).startswith("<svg")
