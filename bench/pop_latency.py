@@ -61,7 +61,8 @@ from engine.models import Client, ClientPhone, User
 from engine.service import Tierline
 from engine.settings import Settings
 from web.api.cti import PIPELINE
-from web.app import create_app, freeze_heap
+from web.app import create_app
+from web.heap import HeapKeeper, keep_heap
 from web.keys import SESSIONS
 from web.sessions import COOKIE
 from web.ws import HUB
@@ -492,7 +493,8 @@ async def run(
             )
         )
         app = create_app(tl, pbx=connector, start_engine=False)
-        app.on_startup.append(freeze_heap)  # as `tierline serve` does
+        keeper = HeapKeeper.from_settings(settings)
+        keep_heap(app, keeper)  # as `tierline serve` does
         state: dict[str, Any] = {}
         broadcast_times: list[float] = []
         bench_routes(app, state)
@@ -604,6 +606,10 @@ async def run(
         sampler.cancel()
         gc_watch.__exit__()
         gc_watch.report()
+        print(
+            f"heap keeper: {keeper.freezes} freezes after a full collection, {keeper.sweeps} "
+            f"sweeps (the last: {keeper.last_sweep}); {gc.get_freeze_count():,} objects frozen"
+        )
         await runner.cleanup()
         await connector.close()
         await tl.stop()

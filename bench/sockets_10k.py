@@ -43,7 +43,8 @@ from cti_adapter.webhook import SIGNATURE_HEADER, sign
 from engine.bus import LocalBus
 from engine.service import Tierline
 from engine.settings import Settings
-from web.app import create_app, freeze_heap
+from web.app import create_app
+from web.heap import HeapKeeper, keep_heap
 from web.keys import SESSIONS
 from web.sessions import COOKIE
 from web.ws import HUB, broadcast
@@ -299,7 +300,7 @@ async def run(count: int, seconds: int) -> None:
         tl = Tierline.build(settings_for(tmp), bus=LocalBus())
         await tl.start(timers=False)
         app = create_app(tl, pbx=FakePbx(), start_engine=False)
-        app.on_startup.append(freeze_heap)  # as `tierline serve` does
+        keep_heap(app, HeapKeeper.from_settings(tl.settings))  # as `tierline serve` does
         state = {"broadcast": False}
         loop_times: list[float] = []
 

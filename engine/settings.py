@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     login_max_failures: int = 5
     login_lockout_seconds: int = 300
 
+    # The serving process's garbage collector (web/heap.py): freeze what a full collection
+    # found alive once it is this many objects (0: never), and sweep the frozen heap for
+    # dead cycles this often (0: never).
+    heap_freeze_above: int = Field(default=5_000, ge=0)
+    heap_sweep_seconds: float = Field(default=3600.0, ge=0)
+
     @field_validator("default_region")
     @classmethod
     def _region_upper(cls, v: str) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 from collections.abc import AsyncIterator
 
@@ -71,16 +70,6 @@ def create_app(
     for module in (*modules, ws, pages, pages_segments):
         module.setup(app)
     return app
-
-
-async def freeze_heap(app: web.Application) -> None:
-    """An ``on_startup`` hook for a serving process (``tierline serve``; not the tests, which
-    build many apps in one process): move everything alive after start-up (modules,
-    definitions, caches) out of the collector's sight. A full collection otherwise walks
-    those few hundred thousand objects every few seconds under load — measured: a bare
-    websocket push at 300/s had p99 115 ms, 4 ms after this (bench/pop_latency.py)."""
-    gc.collect()
-    gc.freeze()
 
 
 async def _engine_lifecycle(app: web.Application) -> AsyncIterator[None]:

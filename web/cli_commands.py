@@ -26,7 +26,8 @@ DEMO_COMPANY = "Tierline Demo Ltd"
 def serve(settings: Settings, args: argparse.Namespace) -> int:
     from cti_adapter.factory import connector_from
     from engine import runtime_settings
-    from web.app import create_app, freeze_heap
+    from web.app import create_app
+    from web.heap import HeapKeeper, keep_heap
     from web.secrets_store import persistent_secret
 
     if args.demo and settings.pbx_secret is None:
@@ -66,7 +67,7 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
         return create_app(Tierline.build(settings), pbx=connector_from(settings, pbx_overrides))
 
     app = asyncio.run(prepare())
-    app.on_startup.append(freeze_heap)  # the last start-up step
+    keep_heap(app, HeapKeeper.from_settings(settings))  # the last start-up step
     print(f"Tierline on http://{args.host}:{args.port}/", flush=True)
     web.run_app(app, host=args.host, port=args.port, print=None)
     return 0

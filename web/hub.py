@@ -49,13 +49,28 @@ Item = tuple[str | None, bytes]
 Outbox = deque[Item]
 
 
+@dataclass(frozen=True, slots=True)
+class SocketUser:
+    """Whose socket it is, as delivery decides: not the ORM row, which would keep a
+    SQLAlchemy instance state (and its reference cycle) alive per socket."""
+
+    id: int
+    role: str
+    tier: str | None
+
+    @classmethod
+    def of(cls, user: User) -> SocketUser:
+        assert user.id is not None
+        return cls(user.id, user.role, user.tier)
+
+
 @dataclass(eq=False, slots=True)
 class Conn:
     """One socket, as the hub sees it. Slots, and the outbox and the seen-calls memory only
     while needed: an idle socket is most sockets, and each byte here is 10 MB at 10,000."""
 
     hub: Hub
-    user: User
+    user: SocketUser
     last_seen: float
     slot: int = 0  # which slice of the heartbeats pings this socket
     unanswered: int = 0  # pings sent since the browser was last heard
@@ -134,7 +149,7 @@ class Hub:
             self.deliver(conn, item)
         return len(conns)
 
-    def send_where(self, message: dict[str, Any], wanted: Callable[[User], bool]) -> int:
+    def send_where(self, message: dict[str, Any], wanted: Callable[[SocketUser], bool]) -> int:
         item = _item(message)
         sent = 0
         for conn in self.sockets():
@@ -218,14 +233,14 @@ class Hub:
     def add(self, conn: Conn) -> None:
         self._added += 1
         conn.slot = self._added
-        self.by_user.setdefault(conn.user.id, set()).add(conn)  # type: ignore[arg-type]
+        self.by_user.setdefault(conn.user.id, set()).add(conn)
 
     def remove(self, conn: Conn) -> None:
-        conns = self.by_user.get(conn.user.id)  # type: ignore[arg-type]
+        conns = self.by_user.get(conn.user.id)
         if conns is not None:
             conns.discard(conn)
             if not conns:
-                del self.by_user[conn.user.id]  # type: ignore[arg-type]
+                del self.by_user[conn.user.id]
 
     def forget(self, conn: Conn) -> None:
         """The connection is gone (closed by either side)."""

@@ -55,6 +55,22 @@ class SocketListener(Protocol):
         """The connection is gone."""
 
 
+class _Gone:
+    """The listener of a socket whose connection is lost: nothing more to tell."""
+
+    def heard(self) -> None:
+        pass
+
+    def writable(self) -> None:
+        pass
+
+    def lost(self) -> None:
+        pass
+
+
+_GONE = _Gone()
+
+
 def text_frame(text: str) -> bytes:
     """A server's text frame: unmasked and without extensions, so one encoding serves every
     socket (a broadcast encodes once, then writes the same bytes 10,000 times)."""
@@ -127,7 +143,12 @@ class LiveSocket(asyncio.Protocol):
         if self._abort_timer is not None:
             self._abort_timer.cancel()
             self._abort_timer = None
-        self.listener.lost()
+        listener, self.listener = self.listener, _GONE
+        listener.lost()
+        # Two reference cycles end here, so the socket is freed the moment its owner lets go
+        # instead of waiting for a full collection (or for the heap sweep, once frozen:
+        # web/heap.py): the listener's record points back at this socket, and the parser.
+        _end_parser(self.protocol)
 
     def _send_pending(self) -> None:
         for data in self.protocol.data_to_send():
@@ -153,6 +174,7 @@ def take_over(
     # one started CONNECTING would read the first frames as an HTTP request.
     handshake = ServerProtocol()
     response = handshake.accept(Request(request.path_qs, Headers(request.headers.items())))
+    _end_parser(handshake)
     if response.status_code != 101:
         raise NotAWebsocket(
             f"not a websocket handshake: {handshake.handshake_exc}", path=request.path
@@ -169,6 +191,14 @@ def take_over(
     if not transport.is_reading():  # aiohttp may have paused it; the socket reads from now
         transport.resume_reading()
     return sock
+
+
+def _end_parser(protocol: ServerProtocol) -> None:
+    """websockets' parser is a generator whose frame holds its protocol: a reference cycle,
+    which only a collection frees. Once a protocol will parse nothing more, end it."""
+    parser = getattr(protocol, "parser", None)
+    if parser is not None:
+        parser.close()
 
 
 def handed_over() -> web.Response:

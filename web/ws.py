@@ -20,8 +20,9 @@ from typing import Any
 from aiohttp import web
 
 from cti_adapter.pops import live_calls
+from engine.models import User
 from engine.users import public_user
-from web.hub import SERVER_ERROR, Conn, Hub
+from web.hub import SERVER_ERROR, Conn, Hub, SocketUser
 from web.keys import TIERLINE
 from web.live_socket import handed_over, take_over, text_frame
 from web.middleware import current_user
@@ -37,13 +38,13 @@ HUB = web.AppKey("ws_hub", Hub)
 async def websocket(request: web.Request) -> web.StreamResponse:
     user = current_user(request)  # 401 before the upgrade
     hub = request.app[HUB]
-    conn = Conn(hub, user, time.monotonic())
+    conn = Conn(hub, SocketUser.of(user), time.monotonic())
     # From here the connection is ours, not aiohttp's: this handler returns right after
     # hello, and the socket lives on as a LiveSocket and this Conn.
     conn.sock = take_over(request, conn, hub.trusted_origins)
     hub.add(conn)  # before hello is read, so a pop pushed meanwhile waits in the outbox
     try:
-        hello = await _hello(request, conn)
+        hello = await _hello(request, conn, user)
     except BaseException:
         hub.drop(conn, SERVER_ERROR, "server error: reconnect")
         raise
@@ -53,21 +54,21 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     return handed_over()
 
 
-async def _hello(request: web.Request, conn: Conn) -> str:
+async def _hello(request: web.Request, conn: Conn, user: User) -> str:
     """The hello message: the user and every call still ringing or in progress for them."""
     tl = request.app[TIERLINE]
     async with tl.db.session() as session:
         live = await live_calls(
             session,
             tl.cache,
-            conn.user,
+            user,
             region=tl.settings.default_region,
             default_tz=tl.settings.timezone,
             since=tl.clock.now() - LIVE_CALL_WINDOW,
         )
     for pop in live:
         conn.remember(str(pop["call_id"]))
-    return json.dumps({"type": "hello", "user": public_user(conn.user), "live_calls": live})
+    return json.dumps({"type": "hello", "user": public_user(user), "live_calls": live})
 
 
 async def broadcast(app: web.Application, message: dict[str, Any]) -> int:

@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import json
 import os
 import struct
 
 import pytest
 from aiohttp import WSMsgType
+from websockets.server import ServerProtocol
 
 from tests.conftest import sign_in
 from tests.integration.helpers import make_user
 from tests.integration.test_ws_pops import connect, next_of
-from web.live_socket import MAX_MESSAGE, _Husk
+from web.hub import Conn
+from web.live_socket import MAX_MESSAGE, LiveSocket, _Husk
 from web.sessions import COOKIE
 from web.ws import HUB
 
@@ -187,6 +190,41 @@ async def test_a_browser_closing_is_forgotten(web_client, aiohttp_client, olga) 
             break
         await asyncio.sleep(0.01)
     assert hub.sockets(olga.id) == []
+
+
+def _alive(*kinds: type) -> int:
+    """Objects of ``kinds`` the collector tracks: alive, or dead in a cycle it has not freed."""
+    return sum(isinstance(o, kinds) for o in gc.get_objects())
+
+
+async def test_a_closed_socket_is_freed_without_the_collector(
+    web_client, aiohttp_client, olga
+) -> None:
+    """Whichever side closes, nothing of the socket is left in a reference cycle: once the
+    heap is frozen (web/heap.py) a cycle would stay until the next sweep."""
+    hub = web_client.server.app[HUB]
+    browser, ws, _ = await connect(aiohttp_client, web_client.server, "olga")
+    await ws.close()
+    gc.collect()
+    gc.disable()
+    try:
+        for n in range(10):
+            ws = await browser.ws_connect("/ws")
+            assert (await ws.receive_json(timeout=5))["type"] == "hello"
+            if n % 2:
+                await ws.close()  # the browser closes
+            else:
+                hub.drop(hub.sockets(olga.id)[0], 4000, "test")  # the server closes
+                assert (await ws.receive(timeout=5)).type is WSMsgType.CLOSE
+                await ws.close()
+            for _ in range(100):
+                if not hub.sockets() and not hub._closing:
+                    break
+                await asyncio.sleep(0.01)
+        assert not hub.sockets() and not hub._closing
+        assert _alive(Conn, LiveSocket, ServerProtocol) == 0
+    finally:
+        gc.enable()
 
 
 async def test_shutdown_closes_every_socket_1001(aiohttp_client, tl, fake_pbx, olga) -> None:
