@@ -13,9 +13,12 @@ only what a collection has just found alive, and sweeps now and then:
 - at start-up: a full collection, then a freeze (modules, definitions, caches: a few
   hundred thousand objects; before this a bare websocket push at 300/s had p99 115 ms);
 - after any full collection that left at least ``freeze_above`` objects in the oldest
-  generation (the sockets of a morning's sign-ins, say): a freeze, from the collector's own
-  callback, so nothing born since is caught. The next full collections walk only what came
-  after, and stay short;
+  generation: a freeze, from the collector's own callback, so nothing born since is caught.
+  The next full collections walk only what came after, and stay short;
+- and that collection is not left to chance: CPython starts a full one when enough objects
+  have aged, that is under load — mid-afternoon, behind a pop. Every ``check_every`` seconds (10)
+  the keeper looks at the oldest generation, and once ``freeze_above`` objects wait there
+  (the sockets of a morning's sign-ins, say) it collects then, before the calls come;
 - every ``sweep_every`` seconds: unfreeze, a full collection, freeze. This reclaims what
   died in a cycle while frozen (asyncio keeps each TCP transport in a cycle of its own, so a
   closed socket's transport is one), at the cost of one full pause per period instead of
@@ -41,6 +44,8 @@ from engine.settings import Settings
 
 log = logging.getLogger("tierline.heap")
 
+CHECK_EVERY = 10.0  # seconds between two looks at the oldest generation
+
 
 @dataclass(frozen=True, slots=True)
 class Sweep:
@@ -50,14 +55,23 @@ class Sweep:
 
 
 class HeapKeeper:
-    """Installs a collector callback; ``run`` sweeps on a period. One per process: the
+    """Installs a collector callback; ``run`` looks at the heap and sweeps it on a period.
+    One per process: the
     collector and its permanent generation are the process's, not an app's."""
 
-    def __init__(self, *, freeze_above: int = 5_000, sweep_every: float = 3600.0) -> None:
+    def __init__(
+        self,
+        *,
+        freeze_above: int = 5_000,
+        sweep_every: float = 3600.0,
+        check_every: float = CHECK_EVERY,
+    ) -> None:
         self.freeze_above = freeze_above  # 0: no freeze after collections
         self.sweep_every = sweep_every  # 0: no periodic sweep
-        self.freezes = 0  # freezes after an automatic full collection
+        self.check_every = check_every
+        self.freezes = 0  # freezes after a full collection (the collector's or the look's)
         self.sweeps = 0
+        self.checks_collected = 0  # full collections started by ``run``'s look
         self.last_sweep: Sweep | None = None
         self._sweeping = False
 
@@ -98,15 +112,21 @@ class HeapKeeper:
         return self.last_sweep
 
     async def run(self) -> None:
+        next_sweep = time.monotonic() + self.sweep_every
         while True:
-            await asyncio.sleep(self.sweep_every)
-            done = self.sweep()
-            log.info(
-                "heap sweep: %d objects freed, %d frozen, loop held %.0f ms",
-                done.freed,
-                done.frozen,
-                done.ms,
-            )
+            await asyncio.sleep(self.check_every)
+            if self.sweep_every and time.monotonic() >= next_sweep:
+                done = self.sweep()
+                next_sweep = time.monotonic() + self.sweep_every
+                log.info(
+                    "heap sweep: %d objects freed, %d frozen, loop held %.0f ms",
+                    done.freed,
+                    done.frozen,
+                    done.ms,
+                )
+            elif self.freeze_above and len(gc.get_objects(generation=2)) >= self.freeze_above:
+                gc.collect()  # the callback freezes what it finds alive, if it is that many
+                self.checks_collected += 1
 
 
 def keep_heap(app: web.Application, keeper: HeapKeeper) -> None:
@@ -119,8 +139,8 @@ def keep_heap(app: web.Application, keeper: HeapKeeper) -> None:
         nonlocal task
         keeper.sweep()
         keeper.install()
-        if keeper.sweep_every:
-            task = asyncio.get_running_loop().create_task(keeper.run(), name="heap-sweeps")
+        if keeper.sweep_every or keeper.freeze_above:
+            task = asyncio.get_running_loop().create_task(keeper.run(), name="heap-keeper")
 
     async def stop(app: web.Application) -> None:
         if task is not None:

@@ -296,6 +296,11 @@ async def open_console(page: Any, server: Server, username: str) -> None:
     await page.wait_for_selector("body[data-ws=open]")
 
 
+def no_script_errors(page: Any) -> None:
+    """The page raised nothing and logged no console error (``page`` collects them)."""
+    assert page.errors == [], f"the page raised: {page.errors}"
+
+
 def screenshot_path(name: str) -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS / name

@@ -18,6 +18,7 @@ from tests.e2e.conftest import (
     PASSWORD,
     Server,
     new_call_id,
+    no_script_errors,
     open_console,
     screenshot_path,
     sign_in,
@@ -26,10 +27,6 @@ from tests.e2e.conftest import (
 pytestmark = pytest.mark.browser
 
 MOSCOW = ZoneInfo("Europe/Moscow")
-
-
-async def _no_script_errors(page: Any) -> None:
-    assert page.errors == [], f"the page raised: {page.errors}"
 
 
 async def test_sign_in_sends_each_role_to_its_page(page: Any, server: Server) -> None:
@@ -57,7 +54,7 @@ async def test_sign_in_sends_each_role_to_its_page(page: Any, server: Server) ->
     response = await page.goto(server.base_url + "/console")
     assert response is not None and response.status == 403
     await expect(page.get_by_test_id("forbidden")).to_be_visible()
-    await _no_script_errors(page)
+    no_script_errors(page)
 
 
 async def test_known_caller_pops_card_and_outcome_schedules_next_call(
@@ -107,7 +104,7 @@ async def test_known_caller_pops_card_and_outcome_schedules_next_call(
     assert await page.locator("#pop b").count() == 0
     assert await page.evaluate("window.__sameDocument") is True
     await page.screenshot(path=screenshot_path("console.png"))
-    await _no_script_errors(page)
+    no_script_errors(page)
 
 
 async def test_unknown_caller_becomes_a_lead_from_the_pop(page: Any, server: Server) -> None:
@@ -135,7 +132,7 @@ async def test_unknown_caller_becomes_a_lead_from_the_pop(page: Any, server: Ser
     await expect(card.get_by_test_id("outcome")).to_be_visible()
     await card.locator('button[data-event="no_answer"]').click()
     await expect(page.get_by_test_id("card").get_by_test_id("state")).to_have_text("No answer yet")
-    await _no_script_errors(page)
+    no_script_errors(page)
 
 
 async def test_several_matches_offer_a_chooser(page: Any, server: Server) -> None:
@@ -150,7 +147,7 @@ async def test_several_matches_offer_a_chooser(page: Any, server: Server) -> Non
     card = page.get_by_test_id("card")
     await expect(card.get_by_test_id("client-name")).to_have_text("Timur Twin")
     await expect(page.get_by_test_id("call-state")).to_have_text("Ringing")
-    await _no_script_errors(page)
+    no_script_errors(page)
 
 
 async def test_another_tiers_client_stays_closed(page: Any, server: Server) -> None:
@@ -177,7 +174,7 @@ async def test_another_tiers_client_stays_closed(page: Any, server: Server) -> N
     restricted = page.get_by_test_id("restricted")
     await expect(restricted).to_contain_text("another tier's client")
     await expect(page.locator("#pop")).not_to_contain_text("Olga Other")
-    await _no_script_errors(page)
+    no_script_errors(page)
 
 
 async def test_someone_elses_change_reloads_the_card(page: Any, server: Server) -> None:
@@ -204,7 +201,7 @@ async def test_someone_elses_change_reloads_the_card(page: Any, server: Server) 
     await expect(card.get_by_test_id("conflict")).to_contain_text("Someone else changed")
     await expect(card.get_by_test_id("state")).to_have_text("No answer yet")
     await expect(page.locator("#flash")).to_contain_text("Someone else changed")
-    await _no_script_errors(page)
+    no_script_errors(page)
 
 
 async def test_console_reconnects_by_itself(page: Any, server: Server) -> None:
@@ -230,7 +227,7 @@ async def test_console_reconnects_by_itself(page: Any, server: Server) -> None:
         "Anna Known"
     )
     await expect(page.get_by_test_id("call-state")).to_have_text("Ringing")
-    await _no_script_errors(page)
+    no_script_errors(page)
 
 
 async def test_queue_lists_due_calls_and_call_next_dials(page: Any, server: Server) -> None:
@@ -247,7 +244,7 @@ async def test_queue_lists_due_calls_and_call_next_dials(page: Any, server: Serv
     banner = page.get_by_test_id("call-banner")
     await expect(banner).to_contain_text("Outgoing call")
     await expect(banner).to_contain_text("Dialling")
-    await _no_script_errors(page)
+    no_script_errors(page)
 
 
 async def test_call_script_names_the_operator_and_the_client(page: Any, server: Server) -> None:
@@ -284,4 +281,4 @@ async def test_call_script_names_the_operator_and_the_client(page: Any, server: 
         "{operator} of {company} calls {client} about {product}.",
     )
     assert filled == ["Ann of Northwind calls … about {product}.", 1]
-    await _no_script_errors(page)
+    no_script_errors(page)

@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 from playwright.async_api import expect
 
-from tests.e2e.conftest import PASSWORD, REPO, Server, new_call_id, sign_in
+from tests.e2e.conftest import PASSWORD, REPO, Server, new_call_id, no_script_errors, sign_in
 
 pytestmark = pytest.mark.browser
 
@@ -263,7 +263,7 @@ async def test_supervisor_works_a_segment_to_a_campaign(page: Any, server: Serve
         assert lines[0].startswith("from,to,username,operator,calls")
         assert sum(1 for line in lines if ",cold1," in line) == 1
     await page.screenshot(path=doc_screenshot("economics"))
-    assert page.errors == [], f"the page raised: {page.errors}"
+    no_script_errors(page)
 
 
 async def test_filter_errors_show_by_the_form_and_stale_counts_are_dropped(
@@ -326,7 +326,7 @@ async def test_filter_errors_show_by_the_form_and_stale_counts_are_dropped(
     await second.get_by_test_id("cond-op").select_option("contains")
     await second.get_by_test_id("cond-value").fill("Timur")
     await expect(count).to_have_text("2 clients match")
-    assert page.errors == [], f"the page raised: {page.errors}"
+    no_script_errors(page)
 
 
 ROUND_TRIPS = [

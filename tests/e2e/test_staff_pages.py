@@ -21,6 +21,7 @@ from tests.e2e.conftest import (
     PASSWORD,
     Server,
     new_call_id,
+    no_script_errors,
     screenshot_path,
     sign_in,
 )
@@ -44,10 +45,6 @@ async def api_as(server: Server, username: str) -> AsyncIterator[aiohttp.ClientS
         resp = await http.post("/api/session", json={"username": username, "password": PASSWORD})
         assert resp.status == 200, await resp.text()
         yield http
-
-
-async def _no_script_errors(page: Any) -> None:
-    assert page.errors == [], f"the page raised: {page.errors}"
 
 
 def _row(page: Any, username: str) -> Any:
@@ -133,7 +130,7 @@ async def test_supervisor_sees_figures_move_and_who_is_behind(page: Any, server:
         assert names["names"][str(server.clients["sales"])] == "Sergei Sales"
     async with api_as(server, "cold1") as http:
         assert (await http.get(f"/api/supervisor/client-names?ids={ids}")).status == 403
-    await _no_script_errors(page)
+    no_script_errors(page)
 
 
 def _line_of(text: str, needle: str) -> int:
@@ -244,7 +241,7 @@ async def test_admin_edits_the_workflow_and_maps_clients_of_a_renamed_state(
     await expect(diagram).to_have_attribute("src", "/api/workflows/diagram.svg?version=1")
     await page.locator("#wf-back").click()
     await expect(source).to_have_value(renamed)
-    await _no_script_errors(page)
+    no_script_errors(page)
 
 
 async def test_admin_manages_users_and_settings(page: Any, server: Server, admin: str) -> None:
@@ -299,4 +296,4 @@ async def test_admin_manages_users_and_settings(page: Any, server: Server, admin
     )
     await expect(settings.locator("input[name=ami_secret]")).to_have_value("********")
     assert "s3cret-never-shown" not in await page.content()
-    await _no_script_errors(page)
+    no_script_errors(page)

@@ -6,6 +6,7 @@ Every test leaves the collector as it found it: nothing frozen, no callback of o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import weakref
 from collections.abc import Iterator
@@ -84,7 +85,7 @@ def test_an_object_frozen_is_still_freed_by_reference_counting(keepers) -> None:
 
 
 async def test_keep_heap_sweeps_while_the_app_runs_and_stops_with_it(keepers) -> None:
-    keeper = HeapKeeper(freeze_above=1, sweep_every=0.02)
+    keeper = HeapKeeper(freeze_above=10**9, sweep_every=0.02, check_every=0.01)
     keepers.append(keeper)
     app = web.Application()
     keep_heap(app, keeper)
@@ -108,6 +109,7 @@ async def test_keep_heap_sweeps_while_the_app_runs_and_stops_with_it(keepers) ->
 async def test_zero_turns_each_part_off(keepers, tmp_path) -> None:
     settings = Settings(data_dir=tmp_path, heap_freeze_above=0, heap_sweep_seconds=0)
     keeper = HeapKeeper.from_settings(settings)
+    keeper.check_every = 0.01
     keepers.append(keeper)
     app = web.Application()
     keep_heap(app, keeper)
@@ -118,6 +120,7 @@ async def test_zero_turns_each_part_off(keepers, tmp_path) -> None:
     assert keeper.freezes == 0
     await asyncio.sleep(0.05)
     assert keeper.sweeps == 1  # the start-up sweep only
+    assert keeper.checks_collected == 0
     await runner.cleanup()
 
 
@@ -126,3 +129,30 @@ def test_negative_settings_are_refused(tmp_path) -> None:
         Settings(data_dir=tmp_path, heap_sweep_seconds=-1)
     with pytest.raises(ValidationError, match="heap_freeze_above"):
         Settings(data_dir=tmp_path, heap_freeze_above=-5)
+
+
+async def test_a_heap_grown_since_the_last_freeze_is_collected_and_frozen_soon(keepers) -> None:
+    """Sockets of a sign-in wave age into the oldest generation: the keeper's look collects
+    and freezes them within ``check_every``, instead of a full collection under load."""
+    keeper = HeapKeeper(freeze_above=2_000, sweep_every=0, check_every=0.01)
+    keepers.append(keeper)
+    keeper.sweep()
+    keeper.install()
+    task = asyncio.get_running_loop().create_task(keeper.run())
+    try:
+        await asyncio.sleep(0.05)
+        looked = keeper.checks_collected
+        wave = [Node() for _ in range(5_000)]
+        gc.collect(1)  # what surviving young collections does: into the oldest generation
+        for _ in range(100):
+            if keeper.freezes:
+                break
+            await asyncio.sleep(0.01)
+        assert keeper.freezes >= 1 and keeper.checks_collected > looked
+        walked = set(map(id, gc.get_objects(generation=2)))
+        assert not any(id(node) in walked for node in wave[:100])  # frozen, out of sight
+        assert len(gc.get_objects(generation=2)) < 2_000
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
