@@ -607,7 +607,8 @@ async def run(
         gc_watch.__exit__()
         gc_watch.report()
         print(
-            f"heap keeper: {keeper.freezes} freezes after a full collection, {keeper.sweeps} "
+            f"heap keeper: {keeper.freezes} freezes after a full collection "
+            f"({keeper.checks_collected} started by its look), {keeper.sweeps} "
             f"sweeps (the last: {keeper.last_sweep}); {gc.get_freeze_count():,} objects frozen"
         )
         await runner.cleanup()
