@@ -276,17 +276,21 @@ class Hub:
         while True:
             await asyncio.sleep(self.heartbeat / slices)
             tick = (tick + 1) % slices
-            now = time.monotonic()
-            for n, conn in enumerate(self.sockets(), 1):
-                if conn.slot % slices != tick:
-                    continue
-                if conn.unanswered >= 2 and now - conn.last_seen > self.dead_after:
-                    self.drop(conn, GOING_AWAY, "no pong")
-                else:
-                    conn.unanswered += 1
-                    self.deliver(conn, ping)
-                if self.yield_every and n % self.yield_every == 0:
-                    await asyncio.sleep(0)  # as broadcast(): pops keep flowing meanwhile
+            # A call of its own, so that no socket stays referenced between two ticks.
+            await self._ping_slice(ping, slices, tick)
+
+    async def _ping_slice(self, ping: Item, slices: int, tick: int) -> None:
+        now = time.monotonic()
+        for n, conn in enumerate(self.sockets(), 1):
+            if conn.slot % slices != tick:
+                continue
+            if conn.unanswered >= 2 and now - conn.last_seen > self.dead_after:
+                self.drop(conn, GOING_AWAY, "no pong")
+            else:
+                conn.unanswered += 1
+                self.deliver(conn, ping)
+            if self.yield_every and n % self.yield_every == 0:
+                await asyncio.sleep(0)  # as broadcast(): pops keep flowing meanwhile
 
     async def close_all(self) -> None:
         """Close every socket, and wait until each is gone (a stalled one is aborted after

@@ -194,11 +194,17 @@ def take_over(
 
 
 def _end_parser(protocol: ServerProtocol) -> None:
-    """websockets' parser is a generator whose frame holds its protocol: a reference cycle,
-    which only a collection frees. Once a protocol will parse nothing more, end it."""
+    """websockets' parser is a generator whose frame holds its protocol, and the error that
+    stopped it (a connection dropped mid-frame: EOFError) holds that frame in its traceback:
+    reference cycles, which only a collection frees. Once a protocol will parse nothing
+    more, end them."""
     parser = getattr(protocol, "parser", None)
     if parser is not None:
         parser.close()
+    exc = getattr(protocol, "parser_exc", None)
+    while exc is not None:
+        exc.__traceback__ = None
+        exc = exc.__cause__ or exc.__context__
 
 
 def handed_over() -> web.Response:

@@ -200,18 +200,28 @@ def _alive(*kinds: type) -> int:
 async def test_a_closed_socket_is_freed_without_the_collector(
     web_client, aiohttp_client, olga
 ) -> None:
-    """Whichever side closes, nothing of the socket is left in a reference cycle: once the
-    heap is frozen (web/heap.py) a cycle would stay until the next sweep."""
+    """However it ends, nothing of the socket is left in a reference cycle: once the heap is
+    frozen (web/heap.py) a cycle would stay until the next sweep."""
     hub = web_client.server.app[HUB]
     browser, ws, _ = await connect(aiohttp_client, web_client.server, "olga")
     await ws.close()
+    cookie = await _cookie(aiohttp_client, web_client.server, "olga")
+    server = web_client.server
     gc.collect()
     gc.disable()
     try:
-        for n in range(10):
+        for n in range(12):
+            if n % 3 == 2:  # the connection drops with no close frame (a killed browser)
+                reader, writer = await asyncio.open_connection(server.host, server.port)
+                writer.write(_upgrade(cookie, f"{server.host}:{server.port}"))
+                assert (await _head(reader))[0] == 101
+                assert json.loads((await _frame(reader))[1])["type"] == "hello"
+                writer.transport.abort()
+                del reader, writer
+                continue
             ws = await browser.ws_connect("/ws")
             assert (await ws.receive_json(timeout=5))["type"] == "hello"
-            if n % 2:
+            if n % 3 == 1:
                 await ws.close()  # the browser closes
             else:
                 hub.drop(hub.sockets(olga.id)[0], 4000, "test")  # the server closes
@@ -221,6 +231,10 @@ async def test_a_closed_socket_is_freed_without_the_collector(
                 if not hub.sockets() and not hub._closing:
                     break
                 await asyncio.sleep(0.01)
+        for _ in range(100):
+            if not hub.sockets() and not hub._closing:
+                break
+            await asyncio.sleep(0.01)
         assert not hub.sockets() and not hub._closing
         assert _alive(Conn, LiveSocket, ServerProtocol) == 0
     finally:
