@@ -22,7 +22,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine.errors import Unavailable
-from engine.storage.checkpoint import Checkpointer
 from engine.storage.lane import ThreadLane
 
 T = TypeVar("T")
@@ -31,23 +30,18 @@ MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 
 class Database:
-    def __init__(self, url: str, *, echo: bool = False, checkpoint_every: float = 1.0) -> None:
+    def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {"echo": echo}
-        # SQLite: WAL checkpoints run in a thread of their own, not inside a commit
-        # (checkpoint.py); the thread starts with the first connection.
-        self.checkpointer: Checkpointer | None = None
         if self.is_sqlite:
-            path = _ensure_parent_dir(url)
-            if path is not None:
-                self.checkpointer = Checkpointer(path, every=checkpoint_every)
+            _ensure_parent_dir(url)
             kwargs["connect_args"] = {"timeout": 30}
         else:
             kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if self.is_sqlite:
-            event.listen(self.engine.sync_engine, "connect", self._on_sqlite_connect)
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         # SQLite has one writer at a time; queueing writers here, rather than letting them
         # meet SQLITE_BUSY inside the driver, keeps every write short and in order.
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
@@ -118,13 +112,8 @@ class Database:
             self._sync_engine = create_engine(
                 self.url.replace("+aiosqlite", ""), connect_args={"timeout": 30}
             )
-            event.listen(self._sync_engine, "connect", self._on_sqlite_connect)
+            event.listen(self._sync_engine, "connect", _sqlite_pragmas)
         return self._sync_engine
-
-    def _on_sqlite_connect(self, dbapi_conn: Any, _record: Any) -> None:
-        _sqlite_pragmas(dbapi_conn, checkpoints_here=self.checkpointer is None)
-        if self.checkpointer is not None:
-            self.checkpointer.ensure_started()
 
     async def ping(self) -> bool:
         try:
@@ -156,8 +145,6 @@ class Database:
         await self.engine.dispose()
         if self._sync_engine is not None:
             self._sync_engine.dispose()
-        if self.checkpointer is not None:
-            await asyncio.to_thread(self.checkpointer.stop)
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
@@ -182,22 +169,17 @@ def _pending(connection: Connection) -> list[str]:
     return pending
 
 
-def _sqlite_pragmas(dbapi_conn: Any, *, checkpoints_here: bool) -> None:
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     # WAL lets readers (pops, dashboards) run while a writer commits.
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")
-    if not checkpoints_here:
-        cur.execute("PRAGMA wal_autocheckpoint=0")
     cur.close()
 
 
-def _ensure_parent_dir(url: str) -> str | None:
-    """The database file's path (its folder made), or None for an in-memory database."""
+def _ensure_parent_dir(url: str) -> None:
     path = url.split("///", 1)[-1]
     if path and path != ":memory:" and not path.startswith(":"):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return path
-    return None
