@@ -56,8 +56,7 @@ class Sweep:
 
 class HeapKeeper:
     """Installs a collector callback; ``run`` looks at the heap and sweeps it on a period.
-    One per process: the
-    collector and its permanent generation are the process's, not an app's."""
+    One per process: the collector and its permanent generation are the process's."""
 
     def __init__(
         self,

@@ -59,13 +59,13 @@ class _Gone:
     """The listener of a socket whose connection is lost: nothing more to tell."""
 
     def heard(self) -> None:
-        pass
+        """Nothing is read after the connection is lost."""
 
     def writable(self) -> None:
-        pass
+        """Nor written."""
 
     def lost(self) -> None:
-        pass
+        """The owner was told once already."""
 
 
 _GONE = _Gone()
@@ -145,9 +145,9 @@ class LiveSocket(asyncio.Protocol):
             self._abort_timer = None
         listener, self.listener = self.listener, _GONE
         listener.lost()
-        # Two reference cycles end here, so the socket is freed the moment its owner lets go
+        # The socket's reference cycles end here, so it is freed the moment its owner lets go
         # instead of waiting for a full collection (or for the heap sweep, once frozen:
-        # web/heap.py): the listener's record points back at this socket, and the parser.
+        # web/heap.py): the listener's record points back at it, and so does the parser.
         _end_parser(self.protocol)
 
     def _send_pending(self) -> None:
@@ -201,8 +201,10 @@ def _end_parser(protocol: ServerProtocol) -> None:
     parser = getattr(protocol, "parser", None)
     if parser is not None:
         parser.close()
-    exc = getattr(protocol, "parser_exc", None)
-    while exc is not None:
+    exc: BaseException | None = getattr(protocol, "parser_exc", None)
+    for _ in range(8):  # the error and what it was raised from: never a long chain
+        if exc is None:
+            break
         exc.__traceback__ = None
         exc = exc.__cause__ or exc.__context__
 
