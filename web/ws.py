@@ -22,9 +22,10 @@ from aiohttp import web
 from cti_adapter.pops import live_calls
 from engine.models import User
 from engine.users import public_user
+from web.handover import handed_over, take_over
 from web.hub import SERVER_ERROR, Conn, Hub, SocketUser
 from web.keys import TIERLINE
-from web.live_socket import handed_over, take_over, text_frame
+from web.live_socket import text_frame
 from web.middleware import current_user
 
 routes = web.RouteTableDef()
