@@ -12,6 +12,7 @@ import gc
 import json
 import os
 import struct
+from collections.abc import Callable
 
 import pytest
 from aiohttp import WSMsgType
@@ -36,6 +37,14 @@ async def _cookie(aiohttp_client, server, username: str) -> str:
     browser = await aiohttp_client(server)
     await sign_in(browser, username)
     return browser.session.cookie_jar.filter_cookies(browser.make_url("/"))[COOKIE].value
+
+
+async def _until(done: Callable[[], bool]) -> None:
+    """Wait up to a second for ``done()``: the server learns of a close a moment later."""
+    for _ in range(100):
+        if done():
+            return
+        await asyncio.sleep(0.01)
 
 
 def _upgrade(cookie: str, host: str, **headers: str) -> bytes:
@@ -86,12 +95,12 @@ async def test_aiohttp_lets_go_of_the_connection(web_client, aiohttp_client, olg
     _, ws, _ = await connect(aiohttp_client, web_client.server, "olga")
     [conn] = web_client.server.app[HUB].sockets(olga.id)
     aiohttp_server = web_client.server.runner.server
-    for _ in range(100):
-        held = [h for h in aiohttp_server.connections if isinstance(h.transport, _Husk)]
-        if not held:
-            break
-        await asyncio.sleep(0.01)
-    assert held == []
+
+    def held() -> list:
+        return [h for h in aiohttp_server.connections if isinstance(h.transport, _Husk)]
+
+    await _until(lambda: not held())
+    assert held() == []
     assert all(h.transport is not conn.sock.transport for h in aiohttp_server.connections)
     # ...and the socket still works both ways.
     await ws.send_json({"type": "pong"})
@@ -173,10 +182,7 @@ async def test_an_oversize_message_closes_the_socket_1009(web_client, aiohttp_cl
         msg = await ws.receive(timeout=5)
     assert (msg.type, msg.data) == (WSMsgType.CLOSE, 1009)
     hub = web_client.server.app[HUB]
-    for _ in range(100):
-        if not hub.sockets(olga.id):
-            break
-        await asyncio.sleep(0.01)
+    await _until(lambda: not hub.sockets(olga.id))
     assert hub.sockets(olga.id) == []
 
 
@@ -186,10 +192,7 @@ async def test_a_browser_closing_is_forgotten(web_client, aiohttp_client, olga) 
     assert len(hub.sockets(olga.id)) == 1
     await ws.close()
     assert ws.close_code == 1000  # the server completed the close handshake
-    for _ in range(100):
-        if not hub.sockets(olga.id):
-            break
-        await asyncio.sleep(0.01)
+    await _until(lambda: not hub.sockets(olga.id))
     assert hub.sockets(olga.id) == []
 
 
@@ -218,7 +221,6 @@ async def test_a_closed_socket_is_freed_without_the_collector(
                 assert (await _head(reader))[0] == 101
                 assert json.loads((await _frame(reader))[1])["type"] == "hello"
                 writer.transport.abort()
-                del reader, writer
                 continue
             ws = await browser.ws_connect("/ws")
             assert (await ws.receive_json(timeout=5))["type"] == "hello"
@@ -228,14 +230,8 @@ async def test_a_closed_socket_is_freed_without_the_collector(
                 hub.drop(hub.sockets(olga.id)[0], 4000, "test")  # the server closes
                 assert (await ws.receive(timeout=5)).type is WSMsgType.CLOSE
                 await ws.close()
-            for _ in range(100):
-                if not hub.sockets() and not hub._closing:
-                    break
-                await asyncio.sleep(0.01)
-        for _ in range(100):
-            if not hub.sockets() and not hub._closing:
-                break
-            await asyncio.sleep(0.01)
+            await _until(lambda: not hub.sockets() and not hub._closing)
+        await _until(lambda: not hub.sockets() and not hub._closing)
         assert not hub.sockets() and not hub._closing
         assert _alive(Conn, LiveSocket, ServerProtocol) == 0
     finally:
