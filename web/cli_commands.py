@@ -15,7 +15,7 @@ from aiohttp import web
 from pydantic import SecretStr
 
 from engine.definitions import check_source, publish
-from engine.errors import DefinitionError, InvalidInput
+from engine.errors import DefinitionError, InvalidInput, Unavailable
 from engine.service import Tierline
 from engine.settings import Settings
 from engine.users import NewUser, create_user
@@ -185,24 +185,46 @@ def followups_check(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def simulate_call(settings: Settings, args: argparse.Namespace) -> int:
-    from cti_adapter.simulate import simulate_call as simulate
-    from web.secrets_store import persistent_secret
+    from aiohttp import ClientError
 
-    secret = (
-        settings.pbx_secret.get_secret_value()
-        if settings.pbx_secret
-        else persistent_secret(settings.data_dir, "pbx.key")
-    )
+    from cti_adapter.simulate import SimulationError
+    from cti_adapter.simulate import simulate_call as simulate
+
+    # The server's own key: TIERLINE_PBX_SECRET, or the one `serve --demo` keeps in its data
+    # directory. Never a new one: a key the server does not have signs nothing it accepts.
+    key = settings.data_dir / "pbx.key"
+    if settings.pbx_secret is not None:
+        secret = settings.pbx_secret.get_secret_value()
+    elif key.exists():
+        secret = key.read_text().strip()
+    else:
+        raise InvalidInput(
+            f"no PBX key at {key.resolve()}: run this where `tierline serve --demo` keeps its "
+            "data, or set TIERLINE_DATA_DIR or TIERLINE_PBX_SECRET as the server has them"
+        )
 
     async def go() -> int:
-        call_id = await simulate(
-            args.url,
-            secret,
-            args.from_number,
-            args.to_extension,
-            answer_after=args.answer_after,
-            hangup_after=args.hangup_after,
-        )
+        try:
+            call_id = await simulate(
+                args.url,
+                secret,
+                args.from_number,
+                args.to_extension,
+                answer_after=args.answer_after,
+                hangup_after=args.hangup_after,
+            )
+        except SimulationError as exc:
+            hint = (
+                " (the key used is not the server's: run this where the server keeps its data, "
+                "or set TIERLINE_PBX_SECRET as the server has it)"
+                if exc.status == 401
+                else ""
+            )
+            raise InvalidInput(f"{exc}{hint}") from None
+        except (ClientError, OSError) as exc:
+            raise Unavailable(
+                f"cannot reach {args.url}: {exc}. Is `tierline serve` running there?"
+            ) from None
         print(f"simulated call {call_id} from {args.from_number} to extension {args.to_extension}")
         return 0
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import sys
 import uuid
 from collections.abc import Iterator
@@ -266,3 +267,60 @@ async def test_followups_check_passes_then_reports_a_broken_row(tl, tmp_path):
     assert report.code == 1
     assert f"client {broken.id} in 'new' has 0 pending" in report.out
     assert "1 clients break the follow-up invariant" in report.out
+
+
+async def test_simulate_without_the_servers_key_says_where_it_looked(tmp_path):
+    data = tmp_path / "elsewhere"
+    result = await tierline(
+        "simulate",
+        "call",
+        "--from",
+        "+79161234567",
+        "--to-extension",
+        "101",
+        env={"TIERLINE_DATA_DIR": str(data)},
+    )
+    assert result.code == 1
+    assert "no PBX key at" in result.err and "pbx.key" in result.err
+    assert "Traceback" not in result.err
+    assert not data.exists()  # no key of its own made up: the server would refuse it
+
+
+async def test_simulate_with_a_key_the_server_does_not_have_is_refused_clearly(
+    web_client, tmp_path
+):
+    url = str(web_client.make_url("/")).rstrip("/")
+    result = await tierline(
+        "simulate",
+        "call",
+        "--from",
+        "+79161234567",
+        "--to-extension",
+        "101",
+        "--url",
+        url,
+        env={"TIERLINE_DATA_DIR": str(tmp_path), "TIERLINE_PBX_SECRET": "not-the-servers"},
+    )
+    assert result.code == 1
+    assert "401" in result.err and "the key used is not the server's" in result.err
+    assert "Traceback" not in result.err
+
+
+async def test_simulate_with_no_server_listening_says_so(tmp_path):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # free once closed: nothing listens there
+    result = await tierline(
+        "simulate",
+        "call",
+        "--from",
+        "+79161234567",
+        "--to-extension",
+        "101",
+        "--url",
+        f"http://127.0.0.1:{port}",
+        env={"TIERLINE_DATA_DIR": str(tmp_path), "TIERLINE_PBX_SECRET": "any"},
+    )
+    assert result.code == 1
+    assert f"cannot reach http://127.0.0.1:{port}" in result.err
+    assert "tierline serve" in result.err and "Traceback" not in result.err
