@@ -50,24 +50,28 @@ FIRST = [
     "Fedor",
     "Zoya",
 ]
+# Surnames in their masculine form; a woman's takes "a" (Petrov, Petrova), as in Russian.
 LAST = [
     "Ivanov",
-    "Petrova",
+    "Petrov",
     "Sidorov",
-    "Kuznetsova",
+    "Kuznetsov",
     "Smirnov",
-    "Popova",
+    "Popov",
     "Volkov",
-    "Lebedeva",
+    "Lebedev",
     "Kozlov",
-    "Novikova",
+    "Novikov",
     "Morozov",
-    "Sokolova",
+    "Sokolov",
     "Pavlov",
-    "Egorova",
+    "Egorov",
     "Orlov",
-    "Belova",
+    "Belov",
 ]
+WOMEN = frozenset(
+    ("Vera", "Galina", "Yulia", "Larisa", "Nina", "Polina", "Svetlana", "Ulyana", "Zoya")
+)
 COMPANY = [
     "Vector",
     "Orbita",
@@ -153,7 +157,7 @@ async def seed_demo(
                     session,
                     tl.runtime,
                     NewClient(
-                        name=f"{rng.choice(FIRST)} {rng.choice(LAST)}",
+                        name=_person(rng.choice(FIRST), rng.choice(LAST)),
                         phones=[phone],
                         company=f"{rng.choice(COMPANY)} LLC",
                         email=f"client{count}@example.com" if rng.random() < 0.7 else None,
@@ -200,3 +204,8 @@ async def _demo_day(tl: Tierline, staff: dict[str, User], rng: random.Random) ->
                     await tl.apply(EventRequest(client_id=cid, event=event, actor=staff[who]))
                 except Exception:  # a guard may refuse (no e-mail): the demo does without
                     continue
+
+
+def _person(first: str, last: str) -> str:
+    """The surname agrees with the first name: "Zoya Kuznetsova", "Oleg Kuznetsov"."""
+    return f"{first} {last}a" if first in WOMEN else f"{first} {last}"

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from engine.demo import WOMEN
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -64,6 +66,10 @@ def test_demo_department_and_a_simulated_call(demo_server):  # type: ignore[no-u
         "select count(*) from followups where status='pending' and due_at <= datetime('now')"
     ).fetchone()[0]
     assert clients >= 200 and tiers == {"cold", "sales", "key_account", "support"} and due > 0
+    # Names read as people's: a woman's surname takes "a" (Zoya Kuznetsova, Oleg Kuznetsov).
+    names = [n.split() for (n,) in db.execute("select name from clients")]
+    mismatched = [f for f, last in names if (f in WOMEN) != last.endswith("a")]
+    assert mismatched == []
     # The README's simulated caller is a demo client cold1 (extension 101) may see in full.
     number = "+79161234567"
     owners = db.execute(
