@@ -31,9 +31,14 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         return web.json_response(exc.to_json(), status=exc.status)
 
 
+# Typed request state (aiohttp's RequestKey): who is asking, set once by ``identify``.
+USER: web.RequestKey[User | None] = web.RequestKey("user")
+SESSION: web.RequestKey[Session | None] = web.RequestKey("session")
+
+
 @web.middleware
 async def identify(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Attach ``request["user"]`` and ``request["session"]`` (or None) from the cookie.
+    """Attach ``request[USER]`` and ``request[SESSION]`` (or None) from the cookie.
 
     A browser (it sends Origin or Sec-Fetch-Site) must also send the session's CSRF token
     on every state-changing request; scripts that sign in by API send no Origin and rely
@@ -45,8 +50,8 @@ async def identify(request: web.Request, handler: Handler) -> web.StreamResponse
         user = await _load_user(request.app, session.user_id)
         if user is None or not user.active:
             user, session = None, None
-    request["user"] = user
-    request["session"] = session
+    request[USER] = user
+    request[SESSION] = session
     if (
         request.method in UNSAFE
         and session is not None
@@ -80,7 +85,7 @@ class NotSignedIn(TierlineError):
 
 def current_user(request: web.Request, *roles: Role) -> User:
     """The signed-in user, who must hold one of ``roles`` (any role when none are given)."""
-    user: User | None = request.get("user")
+    user: User | None = request.get(USER)
     if user is None:
         raise NotSignedIn("sign in first", sign_in="/api/session")
     if roles and user.role not in roles:
@@ -92,4 +97,4 @@ def current_user(request: web.Request, *roles: Role) -> User:
 
 
 def current_session(request: web.Request) -> Session | None:
-    return request.get("session")
+    return request.get(SESSION)

@@ -20,7 +20,7 @@ from engine.models import Role, User
 from engine.users import public_user
 from web.api.session import sign_in
 from web.keys import TIERLINE
-from web.middleware import current_session
+from web.middleware import USER, current_session
 from web.sessions import COOKIE
 
 HERE = Path(__file__).parent
@@ -115,7 +115,7 @@ def render(
     """Render ``template`` with what every page's layout needs; ``page_data`` adds to what
     the page's scripts read."""
     translator = Translator(pick_language(request.headers.get("Accept-Language", "")))
-    user: User | None = request.get("user")
+    user: User | None = request.get(USER)
     session = current_session(request)
     data = {
         "user": public_user(user) if user else None,
@@ -139,7 +139,7 @@ def render(
 
 def _require(request: web.Request, role: Role) -> User | web.Response:
     """The signed-in user holding ``role``; otherwise the page to show instead."""
-    user: User | None = request.get("user")
+    user: User | None = request.get(USER)
     if user is None:
         raise web.HTTPFound("/login?next=" + quote(request.path_qs, safe="/"))
     if user.role != role:
@@ -161,13 +161,13 @@ def _safe_next(target: str | None) -> str | None:
 
 @routes.get("/")
 async def index(request: web.Request) -> web.Response:
-    user: User | None = request.get("user")
+    user: User | None = request.get(USER)
     raise web.HTTPFound(_home(user) if user else "/login")
 
 
 @routes.get("/login")
 async def login_form(request: web.Request) -> web.Response:
-    user: User | None = request.get("user")
+    user: User | None = request.get(USER)
     if user is not None:
         raise web.HTTPFound(_home(user))
     target = _safe_next(request.query.get("next")) or ""

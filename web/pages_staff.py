@@ -30,7 +30,7 @@ from web import pages
 from web.api.session import read_json
 from web.api.workflows import outline as outline_of
 from web.keys import TIERLINE
-from web.middleware import current_user
+from web.middleware import USER, current_user
 
 routes = web.RouteTableDef()
 
@@ -79,7 +79,7 @@ def staff_page_data(
 ) -> dict[str, object]:
     """What a staff page's script starts from: the user, and ``strings`` translated."""
     translator = pages.Translator(pages.pick_language(request.headers.get("Accept-Language", "")))
-    user: User | None = request.get("user")
+    user: User | None = request.get(USER)
     return {
         "user": public_user(user) if user else None,
         "strings": translator.catalog(pages.JS_STRINGS + strings),
@@ -88,7 +88,7 @@ def staff_page_data(
 
 
 def staff_page(request: web.Request, *roles: Role) -> User | web.Response:
-    user: User | None = request.get("user")
+    user: User | None = request.get(USER)
     if user is not None and user.role in roles:
         return user
     return pages._require(request, roles[0])  # the sign-in redirect or the 403 page
