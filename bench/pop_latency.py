@@ -609,7 +609,9 @@ async def run(
         print(
             f"heap keeper: {keeper.freezes} freezes after a full collection "
             f"({keeper.checks_collected} started by its look), {keeper.sweeps} "
-            f"sweeps (the last: {keeper.last_sweep}); {gc.get_freeze_count():,} objects frozen"
+            f"sweeps (the last: {keeper.last_sweep}, {keeper.forced} while busy), "
+            f"{keeper.deferred} looks deferred to a quiet moment; "
+            f"{gc.get_freeze_count():,} objects frozen"
         )
         await runner.cleanup()
         await connector.close()

@@ -129,6 +129,7 @@ class Hub:
         self.trusted_origins = trusted_origins
         self.by_user: dict[int, set[Conn]] = {}
         self.overflows = 0  # sockets disconnected because their queue was full
+        self.last_sent = 0.0  # time.monotonic() of the last message to one operator
         self._added = 0  # sockets ever added: each gets the next heartbeat slot
         self._closing: set[Conn] = set()  # dropped, the peer not yet gone
         self._all_gone: asyncio.Event | None = None  # set when _closing empties at shutdown
@@ -144,6 +145,7 @@ class Hub:
         conns = self.by_user.get(user_id)
         if not conns:
             return 0
+        self.last_sent = time.monotonic()
         item = _item(message)
         for conn in tuple(conns):
             self.deliver(conn, item)

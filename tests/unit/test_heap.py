@@ -8,15 +8,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from aiohttp import web
 from pydantic import ValidationError
 
+from engine.models import Role
 from engine.settings import Settings
 from web.heap import HeapKeeper, keep_heap
+from web.hub import Conn, Hub, SocketUser
+from web.ws import HUB
 
 
 class Node:
@@ -156,3 +160,91 @@ async def test_a_heap_grown_since_the_last_freeze_is_collected_and_frozen_soon(k
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def _run_for(keeper: HeapKeeper, until: Callable[[], bool], seconds: float = 2.0) -> None:
+    task = asyncio.get_running_loop().create_task(keeper.run())
+    try:
+        for _ in range(int(seconds / 0.01)):
+            if until():
+                return
+            await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_a_due_sweep_waits_until_no_operator_got_a_message_for_a_while(keepers) -> None:
+    """A sweep holds the loop ~100+ ms: not while pops are going out."""
+    last = [time.monotonic()]
+    keeper = HeapKeeper(
+        freeze_above=0,
+        sweep_every=0.01,
+        check_every=0.01,
+        quiet_for=0.15,
+        most_deferred=60,
+        last_activity=lambda: last[0],
+    )
+    keepers.append(keeper)
+
+    async def busy() -> None:  # a message to an operator every 20 ms, for 0.3 s
+        for _ in range(15):
+            last[0] = time.monotonic()
+            await asyncio.sleep(0.02)
+
+    pops = asyncio.create_task(busy())
+    await _run_for(keeper, pops.done)
+    assert keeper.sweeps == 0 and keeper.deferred >= 5
+    quiet_since = last[0]
+    await _run_for(keeper, lambda: keeper.sweeps > 0)
+    assert keeper.sweeps == 1 and keeper.forced == 0
+    assert time.monotonic() - quiet_since >= 0.15
+
+
+async def test_a_sweep_never_finding_quiet_runs_after_most_deferred(keepers) -> None:
+    keeper = HeapKeeper(
+        freeze_above=0,
+        sweep_every=0.01,
+        check_every=0.01,
+        quiet_for=10,
+        most_deferred=0.1,
+        last_activity=time.monotonic,  # a message this very moment, always
+    )
+    keepers.append(keeper)
+    await _run_for(keeper, lambda: keeper.sweeps > 0)
+    assert keeper.sweeps == 1 and keeper.forced == 1 and keeper.deferred >= 3
+
+
+async def test_the_look_does_not_collect_while_operators_are_busy(keepers) -> None:
+    keeper = HeapKeeper(
+        freeze_above=1, sweep_every=0, check_every=0.01, last_activity=time.monotonic
+    )
+    keepers.append(keeper)
+    keeper.install()
+    wave = [Node() for _ in range(100)]
+    gc.collect(1)
+    await _run_for(keeper, lambda: keeper.deferred >= 5)
+    assert keeper.checks_collected == 0 and keeper.deferred >= 5
+    del wave
+
+
+async def test_keep_heap_listens_to_the_apps_websocket_hub(keepers) -> None:
+    keeper = HeapKeeper(freeze_above=0, sweep_every=0)
+    keepers.append(keeper)
+    app = web.Application()
+    hub = app[HUB] = Hub()
+    keep_heap(app, keeper)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        assert keeper.last_activity is not None
+        assert keeper.quiet(time.monotonic())  # nothing sent yet
+        hub.add(Conn(hub, SocketUser(7, Role.OPERATOR, "cold"), time.monotonic()))
+        assert hub.send_to_user(7, {"type": "screen_pop", "call_id": "c1"}) == 1
+        assert keeper.last_activity() == hub.last_sent > 0
+        assert not keeper.quiet(time.monotonic())
+        hub.send_to_user(8, {"type": "screen_pop", "call_id": "c2"})  # nobody's socket
+        assert keeper.quiet(hub.last_sent + keeper.quiet_for)
+    finally:
+        await runner.cleanup()
