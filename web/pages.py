@@ -63,7 +63,7 @@ JS_STRINGS = (
     "Search clients", "No clients found.", "Open", "Dismiss", "Client", "Do not call",
     "unowned", "Error", "Open client", "Calls", "Queue", "min", "s", "no outcome",
     "Recording…", "Something went wrong", "Sign in again", "Close", "Add note", "Note added.",
-    "Record another outcome", "Not set: {name}",
+    "Record another outcome", "Not set: {name}", "client time, {tz}: now {time}",
 )  # fmt: skip
 
 

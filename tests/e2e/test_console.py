@@ -135,6 +135,51 @@ async def test_unknown_caller_becomes_a_lead_from_the_pop(page: Any, server: Ser
     no_script_errors(page)
 
 
+async def test_call_back_time_is_the_clients_own_time(page: Any, server: Server) -> None:
+    """A client's "call me back at 15:00" from Novosibirsk is 15:00 there, though the operator's
+    browser is in Moscow (four hours behind)."""
+    await open_console(page, server, "cold3")
+    number = "+7 383 555-01-06"  # a Novosibirsk landline: the client's zone is Asia/Novosibirsk
+    call_id = new_call_id()
+    await server.call_event("ringing", call_id, number, "203")
+    form = page.get_by_test_id("new-lead")
+    await form.locator("#lead-name").fill("Nikita Far")
+    await form.locator("button[type=submit]").click()
+    card = page.get_by_test_id("card")
+    await expect(card.get_by_test_id("client-name")).to_have_text("Nikita Far")
+    await server.call_event("hangup", call_id, number, "203")
+    outcome = card.get_by_test_id("outcome")
+    await expect(outcome).to_be_visible()
+    novosibirsk = ZoneInfo("Asia/Novosibirsk")
+    now_there = datetime.now(novosibirsk)
+    zone = outcome.get_by_test_id("client-zone")
+    await expect(zone).to_contain_text("Asia/Novosibirsk")
+    shown = re.search(r"now (\d\d):(\d\d)", await zone.inner_text())
+    assert shown is not None
+    apart = abs(int(shown[1]) * 60 + int(shown[2]) - (now_there.hour * 60 + now_there.minute))
+    assert min(apart, 24 * 60 - apart) <= 2  # the client's clock, not Moscow's (4 h behind)
+
+    tomorrow = (now_there + timedelta(days=1)).replace(hour=15, minute=0)
+    await page.fill("#callback-at", tomorrow.strftime("%Y-%m-%dT%H:%M"))
+    await outcome.locator('button[data-event="call_back"]').click()
+    next_followup = page.get_by_test_id("card").get_by_test_id("next-followup")
+    await expect(next_followup).to_contain_text("15:00 client time (Asia/Novosibirsk)")
+    await expect(next_followup).to_contain_text(f"{tomorrow.day} ")
+
+    # The conversion itself, across daylight-saving changes the browser knows of.
+    convert = "([local, tz]) => Tierline.zonedToIso(local, tz)"
+    for local, tz, utc in (
+        ("2026-12-04T15:00", "Asia/Novosibirsk", "2026-12-04T08:00:00.000Z"),
+        ("2026-01-15T12:00", "Europe/Berlin", "2026-01-15T11:00:00.000Z"),
+        ("2026-07-01T12:00", "Europe/Berlin", "2026-07-01T10:00:00.000Z"),
+        ("2026-03-29T03:30", "Europe/Berlin", "2026-03-29T01:30:00.000Z"),  # the day it jumps
+        ("2026-03-28T23:30", "Europe/Berlin", "2026-03-28T22:30:00.000Z"),  # the night before
+        ("2026-11-01T12:00", "America/New_York", "2026-11-01T17:00:00.000Z"),
+    ):
+        assert await page.evaluate(convert, [local, tz]) == utc, (local, tz)
+    no_script_errors(page)
+
+
 async def test_several_matches_offer_a_chooser(page: Any, server: Server) -> None:
     await open_console(page, server, "cold3")
     call_id = new_call_id()

@@ -135,13 +135,51 @@ window.Tierline = (function () {
     });
   });
 
-  /* Dates from the API are ISO strings; show them in the operator's own locale. */
+  /* The browser's own locale when it speaks the page's language (en-GB: "3 Dec", en-US:
+     "Dec 3"), else the page's language. */
+  const locale = (function () {
+    const lang = pageData.lang || "";
+    const own = navigator.language || "";
+    return !lang || own.toLowerCase().startsWith(lang.toLowerCase()) ? own || undefined : lang;
+  })();
+
+  /* Dates from the API are ISO strings; shown in the operator's zone, 24-hour like the
+     server's "Thu 3 Dec 16:42 client time", with the year only when it is not this one. */
   function formatTime(iso) {
     if (!iso) return "";
     const d = new Date(iso);
     if (isNaN(d.getTime())) return String(iso);
-    return d.toLocaleString(pageData.lang || undefined, {
-      dateStyle: "short", timeStyle: "short",
+    const options = { weekday: "short", day: "numeric", month: "short",
+      hour: "2-digit", minute: "2-digit", hourCycle: "h23" };
+    if (d.getFullYear() !== new Date().getFullYear()) options.year = "numeric";
+    return d.toLocaleString(locale, options);
+  }
+
+  /* Wall-clock times in another time zone (the client's), with the browser's own Intl data. */
+  function zoneOffsetMs(utcMs, tz) {
+    const parts = {};
+    new Intl.DateTimeFormat("en-US", {
+      timeZone: tz, hourCycle: "h23", year: "numeric", month: "numeric", day: "numeric",
+      hour: "numeric", minute: "numeric", second: "numeric",
+    }).formatToParts(new Date(utcMs)).forEach(function (p) { parts[p.type] = Number(p.value); });
+    const wall = Date.UTC(parts.year, parts.month - 1, parts.day, parts.hour, parts.minute, parts.second);
+    return wall - Math.floor(utcMs / 1000) * 1000;
+  }
+
+  /* "2026-12-04T15:00" (a datetime-local input) read as a time in zone tz -> ISO 8601 UTC. */
+  function zonedToIso(local, tz) {
+    const m = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})/.exec(local || "");
+    if (!m) return null;
+    const wall = Date.UTC(+m[1], +m[2] - 1, +m[3], +m[4], +m[5]);
+    let utc = wall - zoneOffsetMs(wall, tz);
+    utc = wall - zoneOffsetMs(utc, tz); // across a daylight-saving change the first guess is off
+    return new Date(utc).toISOString();
+  }
+
+  /* The time now in zone tz, e.g. "17:42": 24-hour, as the server's "15:00 client time". */
+  function timeIn(tz) {
+    return new Date().toLocaleTimeString(locale, {
+      timeZone: tz, hour: "2-digit", minute: "2-digit", hourCycle: "h23",
     });
   }
 
@@ -171,7 +209,8 @@ window.Tierline = (function () {
 
   return {
     t: t, el: el, clear: clear, api: api, ApiError: ApiError, flash: flash, tabs: tabs,
-    showError: showError, formatTime: formatTime, csrfToken: csrfToken,
+    showError: showError, formatTime: formatTime, zonedToIso: zonedToIso, timeIn: timeIn,
+    csrfToken: csrfToken,
     user: pageData.user || null,
   };
 })();

@@ -416,13 +416,24 @@
         onclick: function () { recordOutcome(card, event); },
       }, i < 9 ? el("kbd", null, String(i + 1)) : null, " ", human(event)));
     });
-    const when = el("input", { type: "datetime-local", id: "callback-at", name: "follow_up_at" });
+    // "Call me back at 15:00" is the client's 15:00: the picker is in the client's zone.
+    const when = el("input", { type: "datetime-local", id: "callback-at", name: "follow_up_at",
+      dataset: { tz: card.timezone || "" } });
     const note = el("input", { type: "text", id: "outcome-note", name: "note",
       placeholder: t("Note (optional)"), "aria-label": t("Note (optional)") });
+    let zone = null;
+    if (card.timezone) {
+      try {
+        zone = el("span", { class: "muted client-zone", "data-testid": "client-zone" },
+          t("client time, {tz}: now {time}", { tz: card.timezone, time: T.timeIn(card.timezone) }));
+      } catch (err) { // a zone this browser does not know: its own time, and say so
+        when.dataset.tz = "";
+      }
+    }
     return el("section", { class: "outcome", "data-testid": "outcome", hidden: true },
       el("h3", null, t("Outcome")), buttons,
       el("div", { class: "outcome-extra" },
-        el("label", { for: "callback-at" }, t("Call back at")), when, note),
+        el("label", { for: "callback-at" }, t("Call back at")), when, zone, note),
       el("p", { class: "recorded", "data-testid": "recorded", hidden: true }));
   }
 
@@ -439,8 +450,11 @@
     const body = { event: event, expected_revision: card.revision, checklist: checklistValues() };
     const note = $("outcome-note").value.trim();
     if (note) body.note = note;
-    const when = $("callback-at").value;
-    if (event === "call_back" && when) body.follow_up_at = new Date(when).toISOString();
+    const picker = $("callback-at");
+    if (event === "call_back" && picker.value) {
+      body.follow_up_at = picker.dataset.tz ? T.zonedToIso(picker.value, picker.dataset.tz)
+        : new Date(picker.value).toISOString();
+    }
     if (view && view.callId) body.call_id = view.callId;
     document.querySelectorAll("#pop .outcome-btn").forEach(function (b) { b.disabled = true; });
     try {
