@@ -9,6 +9,7 @@ from sqlalchemy import update
 from sqlmodel import col, select
 
 from engine import calendar, campaigns, filters, groups
+from engine.campaign_launch import LaunchReport, launch, split_holdout
 from engine.campaigns import NewCampaign
 from engine.errors import Conflict, InvalidInput, NotFound
 from engine.models import (
@@ -83,7 +84,7 @@ async def test_launch_splits_calls_and_holds_out(tl: Tierline, segment: dict):
                         seed=42),
             now=tl.clock.now(),
         )  # fmt: skip
-        campaign, report = await campaigns.launch(s, tl.runtime, campaign.id, tz="Europe/Moscow")  # type: ignore[arg-type]
+        campaign, report = await launch(s, tl.runtime, campaign.id, tz="Europe/Moscow")  # type: ignore[arg-type]
 
     assert len(report.control) == 3 and len(report.called) == 7
     assert sorted(report.called + report.control) == sorted(segment["eligible"])
@@ -93,8 +94,8 @@ async def test_launch_splits_calls_and_holds_out(tl: Tierline, segment: dict):
         "other_tier": [segment["selling"]],
     }
     # The draw is the seed's, not luck: the same seed splits the same ids the same way.
-    assert campaigns.split_holdout(segment["eligible"], 0.3, 42) == (report.called, report.control)
-    assert campaigns.split_holdout(segment["eligible"], 0.3, 43) != (report.called, report.control)
+    assert split_holdout(segment["eligible"], 0.3, 42) == (report.called, report.control)
+    assert split_holdout(segment["eligible"], 0.3, 43) != (report.called, report.control)
 
     for cid in report.control:  # untouched: same state, same follow-up
         row = await client_row(tl, cid)
@@ -129,7 +130,7 @@ async def test_launch_splits_calls_and_holds_out(tl: Tierline, segment: dict):
 
     async with tl.db.transaction() as s:
         with pytest.raises(Conflict):
-            await campaigns.launch(s, tl.runtime, campaign.id)  # type: ignore[arg-type]
+            await launch(s, tl.runtime, campaign.id)  # type: ignore[arg-type]
 
 
 async def test_filter_campaign_mailing_follow_up_and_responses(tl: Tierline):
@@ -166,7 +167,7 @@ async def test_filter_campaign_mailing_follow_up_and_responses(tl: Tierline):
                         kind="mailing_follow_up", holdout_share=0.5, seed=7),
             now=tl.clock.now(),
         )  # fmt: skip
-        campaign, report = await campaigns.launch(s, tl.runtime, campaign.id, tz="Europe/Moscow")  # type: ignore[arg-type]
+        campaign, report = await launch(s, tl.runtime, campaign.id, tz="Europe/Moscow")  # type: ignore[arg-type]
     assert sorted(report.called + report.control) == loyal and len(report.control) == 2
     for cid in report.called:  # called back the next business day, after the mailing landed
         (fu,) = await pending_of(tl, cid)
@@ -305,9 +306,9 @@ async def create(tl: Tierline, new: NewCampaign) -> Campaign:
         return await campaigns.create_campaign(s, tl.runtime, new, now=tl.clock.now())
 
 
-async def launch_now(tl: Tierline, campaign_id: int) -> campaigns.LaunchReport:
+async def launch_now(tl: Tierline, campaign_id: int) -> LaunchReport:
     async with tl.db.transaction() as s:
-        _, report = await campaigns.launch(s, tl.runtime, campaign_id, tz="Europe/Moscow")
+        _, report = await launch(s, tl.runtime, campaign_id, tz="Europe/Moscow")
     return report
 
 

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from engine import campaigns, groups
+from engine import campaign_launch, campaigns, groups
 from engine.campaigns import NewCampaign
 from engine.funnel import build_funnel, campaign_funnel, department_funnel, percentile
 from engine.runtime import EventRequest
@@ -66,7 +66,7 @@ async def test_campaign_funnel_per_arm(tl: Tierline):
             s, tl.runtime, NewCampaign("C", "new", group_id=group.id, holdout_share=0.5, seed=1),
             now=tl.clock.now(),
         )  # fmt: skip
-        campaign, report = await campaigns.launch(s, tl.runtime, campaign.id)  # type: ignore[arg-type]
+        campaign, report = await campaign_launch.launch(s, tl.runtime, campaign.id)  # type: ignore[arg-type]
     await advance(tl, 3 * DAY)
     await walk(tl, report.called[0], TO_SALES)
     async with tl.db.session() as s:

@@ -7,7 +7,7 @@ import statistics
 
 import pytest
 
-from engine.campaigns import split_holdout
+from engine.campaign_launch import split_holdout
 from engine.control_group import (
     ArmStats,
     compare,

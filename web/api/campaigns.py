@@ -13,7 +13,7 @@ from aiohttp import web
 from sqlalchemy import func
 from sqlmodel import col, select
 
-from engine import campaigns, control_group, funnel
+from engine import campaign_launch, campaigns, control_group, funnel
 from engine.campaigns import NewCampaign
 from engine.clients import summary
 from engine.definitions import current_version
@@ -116,7 +116,7 @@ async def detail(request: web.Request) -> web.Response:
 async def launch(request: web.Request) -> web.Response:
     user, tl = _staff(request)
     async with tl.db.transaction() as db:
-        row, report = await campaigns.launch(
+        row, report = await campaign_launch.launch(
             db, tl.runtime, _campaign_id(request), actor=user, tz=tl.settings.timezone
         )
         sizes = {"called": len(report.called), "control": len(report.control)}
