@@ -1,14 +1,13 @@
-"""Clients by API: the card, search, leads from the pop, outcomes, notes, and export.
+"""Clients by API: the card, search, leads from the pop, notes, the next call (outcomes:
+``web/api/outcomes.py``; the CSV export: ``web/api/export_csv.py``).
 
 Operators see and change only their own tier's clients; every refusal is audited
-(engine.access). The outcome of a call goes through the engine's one door, ``tl.apply``.
+(engine.access). The helpers that check who may see a client serve the other client routes.
 """
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import replace
-from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from aiohttp import web
@@ -16,14 +15,13 @@ from sqlalchemy import func, or_, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from engine import export, phones
+from engine import phones
 from engine.access import ensure_client_visible, refuse
 from engine.clients import NewClient, card, summary
 from engine.definitions import current_version
-from engine.errors import Conflict, InvalidInput, NotFound
+from engine.errors import InvalidInput, NotFound
 from engine.explain import explain_next_call
-from engine.models import AuditEntry, Call, Client, ClientNote, ClientPhone, Role, User
-from engine.runtime import CallWrapUp, EventRequest
+from engine.models import Call, Client, ClientNote, ClientPhone, Role, User
 from engine.service import Tierline
 from web.api.session import read_json
 from web.keys import TIERLINE
@@ -33,14 +31,13 @@ routes = web.RouteTableDef()
 
 SEARCH_LIMIT = 100
 NOTE_MAX = 4000
-EVENT_NOTE_MAX = 2000
 
 
-def _client_id(request: web.Request) -> int:
+def client_id_of(request: web.Request) -> int:
     return int(request.match_info["client_id"])
 
 
-async def _visible_client(
+async def visible_client(
     db: AsyncSession, tl: Tierline, user: User, client_id: int, action: str
 ) -> Client:
     client = await db.get(Client, client_id)
@@ -50,7 +47,7 @@ async def _visible_client(
     return client
 
 
-async def _card(tl: Tierline, client_id: int) -> dict[str, object]:
+async def card_json(tl: Tierline, client_id: int) -> dict[str, object]:
     async with tl.db.session() as db:
         return await card(db, tl.cache, client_id, default_tz=tl.settings.timezone)
 
@@ -60,9 +57,9 @@ async def get_client(request: web.Request) -> web.Response:
     user = current_user(request)
     tl = request.app[TIERLINE]
     async with tl.db.session() as db:
-        await _visible_client(db, tl, user, _client_id(request), "client.read")
+        await visible_client(db, tl, user, client_id_of(request), "client.read")
         return web.json_response(
-            await card(db, tl.cache, _client_id(request), default_tz=tl.settings.timezone)
+            await card(db, tl.cache, client_id_of(request), default_tz=tl.settings.timezone)
         )
 
 
@@ -146,7 +143,7 @@ async def search_clients(request: web.Request) -> web.Response:
 # --- a new lead ------------------------------------------------------------------------------
 
 
-def _opt_str(body: dict, name: str, most: int) -> str | None:
+def opt_str(body: dict, name: str, most: int) -> str | None:
     value = body.get(name)
     if value is None:
         return None
@@ -159,7 +156,7 @@ def _opt_str(body: dict, name: str, most: int) -> str | None:
 
 
 def _new_client(body: dict, region: str) -> NewClient:
-    name = _opt_str(body, "name", 200)
+    name = opt_str(body, "name", 200)
     if not name:
         raise InvalidInput("name is required", field="name")
     raw_phones = body.get("phones")
@@ -174,10 +171,10 @@ def _new_client(body: dict, region: str) -> NewClient:
             phones.normalize(raw, region)
         except InvalidInput as exc:
             raise InvalidInput(exc.message, field="phones", value=raw, index=i) from None
-    email = _opt_str(body, "email", 254)
+    email = opt_str(body, "email", 254)
     if email is not None and ("@" not in email or " " in email):
         raise InvalidInput(f"{email!r} is not an email address", field="email")
-    tz = _opt_str(body, "timezone", 64)
+    tz = opt_str(body, "timezone", 64)
     if tz is not None:
         try:
             ZoneInfo(tz)
@@ -189,7 +186,7 @@ def _new_client(body: dict, region: str) -> NewClient:
     return NewClient(
         name=name,
         phones=[p.strip() for p in raw_phones],
-        company=_opt_str(body, "company", 200) or "",
+        company=opt_str(body, "company", 200) or "",
         email=email,
         timezone=tz,
     )
@@ -201,7 +198,7 @@ async def create_lead(request: web.Request) -> web.Response:
     tl = request.app[TIERLINE]
     body = await read_json(request)
     new = _new_client(body, tl.settings.default_region)
-    call_id = _opt_str(body, "call_id", 64)
+    call_id = opt_str(body, "call_id", 64)
     async with tl.db.session() as db:
         defn = tl.cache.remember(await current_version(db))
     # The operator of the initial tier who takes the call owns the lead; anyone else (a
@@ -216,134 +213,19 @@ async def create_lead(request: web.Request) -> web.Response:
                 .where(
                     col(Call.pbx_call_id) == call_id,
                     col(Call.client_id).is_(None),
-                    _calls_of(user),
+                    calls_of(user),
                 )
                 .values(client_id=client.id)
             )
-    return web.json_response(await _card(tl, client.id), status=201)  # type: ignore[arg-type]
+    return web.json_response(await card_json(tl, client.id), status=201)  # type: ignore[arg-type]
 
 
-def _calls_of(user: User):  # type: ignore[no-untyped-def]
+def calls_of(user: User):  # type: ignore[no-untyped-def]
     """The Call rows that are this user's: taken by them, or rung on their extension."""
     mine = col(Call.operator_id) == user.id
     if user.extension:
         return or_(mine, col(Call.extension) == user.extension)
     return mine
-
-
-# --- outcomes --------------------------------------------------------------------------------
-
-
-def _aware(value: object, name: str) -> datetime | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise InvalidInput(f"{name} must be an ISO 8601 date and time", field=name)
-    try:
-        moment = datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise InvalidInput(
-            f"{name} {value!r} is not an ISO 8601 date and time", field=name
-        ) from None
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise InvalidInput(
-            f"{name} {value!r} has no UTC offset; send e.g. 2026-11-24T15:00:00+03:00",
-            field=name,
-        )
-    return moment
-
-
-def _checklist(value: object, stages: list[str]) -> dict[str, bool]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise InvalidInput("checklist must be an object of {stage: true|false}", field="checklist")
-    for stage, done in value.items():
-        if stage not in stages:
-            raise InvalidInput(
-                f"{stage!r} is not a checklist stage of this step; stages: "
-                + (", ".join(stages) or "none"),
-                field="checklist",
-                allowed=stages,
-            )
-        if not isinstance(done, bool):
-            raise InvalidInput(f"checklist {stage!r} must be true or false", field="checklist")
-    return dict(value)
-
-
-@routes.post("/api/clients/{client_id:\\d+}/events")
-async def record_outcome(request: web.Request) -> web.Response:
-    user = current_user(request)
-    tl = request.app[TIERLINE]
-    client_id = _client_id(request)
-    body = await read_json(request)
-    event = body.get("event")
-    if not isinstance(event, str) or not event.strip():
-        raise InvalidInput("event is required (one of the card's events)", field="event")
-    expected = body.get("expected_revision")
-    if expected is not None and (not isinstance(expected, int) or isinstance(expected, bool)):
-        raise InvalidInput("expected_revision must be a whole number", field="expected_revision")
-    note = _opt_str(body, "note", EVENT_NOTE_MAX) or ""
-    picked = _aware(body.get("follow_up_at"), "follow_up_at")
-    pbx_call = _opt_str(body, "call_id", 64)
-
-    call_ids: list[int] = []
-    async with tl.db.session() as db:
-        client = await _visible_client(db, tl, user, client_id, "client.event")
-        if expected is not None and expected != client.revision:
-            # The engine checks again atomically; failing here first keeps a stale checklist
-            # from being reported as a 400 when the real news is "someone else moved it".
-            raise Conflict(
-                f"client {client_id} was changed by someone else (now in {client.state!r}); "
-                "reload the card and record the outcome again if it still applies",
-                client_id=client_id,
-                state=client.state,
-                revision=client.revision,
-            )
-        defn = await tl.cache.get(db, client.workflow_version_id)
-        state = defn.states.get(client.state)
-        checklist = _checklist(body.get("checklist"), list(state.checklist) if state else [])
-        if pbx_call:
-            calls = select(Call.id).where(
-                col(Call.pbx_call_id) == pbx_call,
-                or_(col(Call.client_id) == client_id, col(Call.client_id).is_(None)),
-            )
-            if user.role == Role.OPERATOR:
-                calls = calls.where(_calls_of(user))
-            call_ids = [i for i in (await db.exec(calls.order_by(col(Call.id)))).all()]
-            if not call_ids:
-                raise InvalidInput(
-                    f"no call {pbx_call!r} of yours with this client", field="call_id"
-                )
-
-    applied = await tl.apply(
-        EventRequest(
-            client_id=client_id,
-            event=event.strip(),
-            actor=user,
-            expected_revision=expected,
-            note=note,
-            call_id=call_ids[0] if call_ids else None,
-            picked=picked,
-            wrap_up=CallWrapUp(tuple(call_ids), checklist, note) if call_ids else None,
-        )
-    )
-    fu = applied.followup
-    return web.json_response(
-        {
-            "client": await _card(tl, client_id),
-            "applied": {
-                "event": applied.event,
-                "from_state": applied.from_state,
-                "to_state": applied.to_state,
-                "from_tier": applied.from_tier,
-                "to_tier": applied.to_tier,
-                "kpi": applied.kpi,
-                "revision": applied.revision,
-                "followup_due_at": fu.due_at.isoformat() if fu is not None else None,
-            },
-        }
-    )
 
 
 # --- notes and the next call -----------------------------------------------------------------
@@ -353,13 +235,13 @@ async def record_outcome(request: web.Request) -> web.Response:
 async def add_note(request: web.Request) -> web.Response:
     user = current_user(request)
     tl = request.app[TIERLINE]
-    client_id = _client_id(request)
+    client_id = client_id_of(request)
     body = await read_json(request)
-    text = _opt_str(body, "text", NOTE_MAX)
+    text = opt_str(body, "text", NOTE_MAX)
     if not text:
         raise InvalidInput("text is required", field="text")
     async with tl.db.session() as db:
-        await _visible_client(db, tl, user, client_id, "client.note")
+        await visible_client(db, tl, user, client_id, "client.note")
     async with tl.db.transaction() as db:
         note = ClientNote(client_id=client_id, author_id=user.id, at=tl.clock.now(), text=text)
         db.add(note)
@@ -373,63 +255,13 @@ async def add_note(request: web.Request) -> web.Response:
 async def next_call(request: web.Request) -> web.Response:
     user = current_user(request)
     tl = request.app[TIERLINE]
-    client_id = _client_id(request)
+    client_id = client_id_of(request)
     async with tl.db.session() as db:
-        await _visible_client(db, tl, user, client_id, "client.read")
+        await visible_client(db, tl, user, client_id, "client.read")
         explained = await explain_next_call(
             db, tl.cache, client_id, now=tl.clock.now(), default_tz=tl.settings.timezone
         )
     return web.json_response(explained.to_json())
-
-
-# --- export ----------------------------------------------------------------------------------
-
-
-@routes.get("/api/export/clients.csv")
-async def export_clients(request: web.Request) -> web.StreamResponse:
-    user = current_user(request)
-    tl = request.app[TIERLINE]
-    if user.role != Role.ADMIN:
-        async with tl.db.session() as db:
-            raise await refuse(
-                db, user, "export.clients", "clients", tl.clock.now(),
-                "exporting the client base needs the admin role",
-            )
-    started = tl.clock.now()
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": "text/csv; charset=utf-8",
-            "Content-Disposition": f'attachment; filename="clients-{started:%Y%m%d-%H%M}.csv"',
-            "Cache-Control": "no-store",
-        }
-    )
-    response.enable_chunked_encoding()
-    await response.prepare(request)
-    rows, complete = 0, False
-    try:
-        async for text, n in export.csv_chunks(tl.db):
-            await response.write(text.encode("utf-8"))
-            rows += n
-        await response.write_eof()
-        complete = True
-    finally:
-        # Shielded: a download cut short still leaves its trace (how far it got).
-        await asyncio.shield(_audit_export(tl, user, rows, complete))
-    return response
-
-
-async def _audit_export(tl: Tierline, user: User, rows: int, complete: bool) -> None:
-    async with tl.db.transaction() as db:
-        db.add(
-            AuditEntry(
-                at=tl.clock.now(),
-                actor_id=user.id,
-                action="export.clients",
-                target="clients",
-                allowed=True,
-                detail={"rows": rows, "complete": complete},
-            )
-        )
 
 
 def setup(app: web.Application) -> None:
