@@ -13,7 +13,7 @@ from engine.models import AuditEntry, Client, ImportJob, ImportStatus
 from engine.service import Tierline
 from tests.conftest import sign_in
 from tests.integration.helpers import make_user
-from web.api import management
+from web.api.imports import IMPORTS
 from web.app import create_app
 
 CSV = (
@@ -124,7 +124,7 @@ async def test_shutdown_cancels_a_running_import_cleanly(
     resp = await client.post("/api/imports", data=form(data))
     assert resp.status == 202, await resp.text()
     job_id = (await resp.json())["job_id"]
-    imports = client.app[management.IMPORTS]
+    imports = client.app[IMPORTS]
     assert imports.tasks, "the import should still be running after its first batch"
     await client.close()  # the app's cleanup runs: the import task is cancelled and awaited
     assert not imports.tasks
