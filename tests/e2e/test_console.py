@@ -166,6 +166,25 @@ async def test_call_back_time_is_the_clients_own_time(page: Any, server: Server)
     await expect(next_followup).to_contain_text("15:00 client time (Asia/Novosibirsk)")
     await expect(next_followup).to_contain_text(f"{tomorrow.day} ")
 
+    # A zone the browser does not know: the picker takes the operator's own time, and says so.
+    client_id = await page.get_by_test_id("card").get_attribute("data-client-id")
+
+    async def unknown_zone(route: Any) -> None:
+        response = await route.fetch()
+        data = await response.json()
+        await route.fulfill(response=response, json={**data, "timezone": "Mars/Olympus_Mons"})
+
+    await page.route(re.compile(r"/api/clients/\d+$"), unknown_zone)
+    await page.goto(f"{server.base_url}/console#client={client_id}")
+    outcome = page.get_by_test_id("card").get_by_test_id("outcome")
+    await expect(outcome.get_by_test_id("client-zone")).to_contain_text(
+        "your own time: this browser does not know Mars/Olympus_Mons"
+    )
+    await page.fill("#callback-at", tomorrow.strftime("%Y-%m-%dT%H:%M"))  # 15:00 in Moscow
+    await outcome.locator('button[data-event="call_back"]').click()
+    next_followup = page.get_by_test_id("card").get_by_test_id("next-followup")
+    await expect(next_followup).to_contain_text("19:00 client time (Asia/Novosibirsk)")
+
     # The conversion itself, across daylight-saving changes the browser knows of.
     convert = "([local, tz]) => Tierline.zonedToIso(local, tz)"
     for local, tz, utc in (

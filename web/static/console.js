@@ -426,8 +426,10 @@
       try {
         zone = el("span", { class: "muted client-zone", "data-testid": "client-zone" },
           t("client time, {tz}: now {time}", { tz: card.timezone, time: T.timeIn(card.timezone) }));
-      } catch (err) { // a zone this browser does not know: its own time, and say so
+      } catch (err) { // a zone this browser does not know: the operator's own time, said so
         when.dataset.tz = "";
+        zone = el("span", { class: "muted client-zone", "data-testid": "client-zone" },
+          t("your own time: this browser does not know {tz}", { tz: card.timezone }));
       }
     }
     return el("section", { class: "outcome", "data-testid": "outcome", hidden: true },
