@@ -97,10 +97,12 @@ class Started:
         if self.pops:
             await asyncio.wait(self.pops)
 
-    def abandon(self) -> None:
-        """These events will never be recorded (shutdown): stop their pops."""
+    def abandon(self) -> list[asyncio.Task[int]]:
+        """These events will never be recorded (shutdown): stop their pops. Returns them, to
+        be awaited: a pop cancelled mid-lookup still holds a database connection."""
         for task in self.pops:
             task.cancel()
+        return self.pops
 
 
 class CtiPipeline:

@@ -127,7 +127,12 @@ async def db(database_url: str) -> AsyncIterator[Database]:
     if not database.is_sqlite:
         await _truncate_all(database)
     yield database
+    # Whatever the test started has stopped by now (the app's cleanup, the service's stop): a
+    # connection still checked out belongs to a task left running, and only the garbage
+    # collector would close it ("unclosed connection" warnings, a pool running dry).
+    leaked = database.engine.pool.checkedout()
     await database.dispose()
+    assert leaked == 0, f"{leaked} database connection(s) still checked out after the test"
 
 
 @pytest.fixture
@@ -168,7 +173,11 @@ async def web_client(aiohttp_client, tl: Tierline, fake_pbx):  # type: ignore[no
     """A real HTTP client against the app on a real socket; the engine is ``tl``."""
     from web.app import create_app
 
-    return await aiohttp_client(create_app(tl, pbx=fake_pbx, start_engine=False))
+    client = await aiohttp_client(create_app(tl, pbx=fake_pbx, start_engine=False))
+    yield client
+    # pytest-aiohttp closes its clients after ``tl`` and ``db`` are gone (its fixture was set
+    # up first): stop the app here, while the database its tasks use is still open.
+    await client.close()
 
 
 async def sign_in(client, username: str, password: str = "correct horse battery") -> str:  # type: ignore[no-untyped-def]

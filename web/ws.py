@@ -33,6 +33,9 @@ routes = web.RouteTableDef()
 LIVE_CALL_WINDOW = timedelta(hours=4)  # older "ringing" rows are calls whose hangup was lost
 
 HUB = web.AppKey("ws_hub", Hub)
+# Handlers between the hand-over and hello: reading live calls from the database.
+GREETING = web.AppKey("ws_greeting", set)
+GREETING_TIMEOUT = 5.0  # seconds shutdown waits for them before cancelling
 
 
 @routes.get("/ws")
@@ -44,11 +47,18 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     # hello, and the socket lives on as a LiveSocket and this Conn.
     conn.sock = take_over(request, conn, hub.trusted_origins)
     hub.add(conn)  # before hello is read, so a pop pushed meanwhile waits in the outbox
+    # Handed over, this handler is no longer aiohttp's to wait for at shutdown: ours is.
+    greeting = request.app[GREETING]
+    me = asyncio.current_task()
+    if me is not None:
+        greeting.add(me)
     try:
         hello = await _hello(request, conn, user)
     except BaseException:
         hub.drop(conn, SERVER_ERROR, "server error: reconnect")
         raise
+    finally:
+        greeting.discard(me)  # type: ignore[arg-type]
     if not conn.closed:
         conn.sock.write(text_frame(hello))
         hub.start_writing(conn)
@@ -89,12 +99,21 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _on_shutdown(app: web.Application) -> None:
-    # The sockets are no longer aiohttp's connections: its shutdown would not close them.
+    # The sockets are no longer aiohttp's connections: its shutdown would not close them,
+    # nor wait for a hello still reading the database (which closes after this).
     await app[HUB].close_all()
+    greeting = set(app[GREETING])
+    if greeting:
+        _, late = await asyncio.wait(greeting, timeout=GREETING_TIMEOUT)
+        for task in late:
+            task.cancel()
+        if late:
+            await asyncio.wait(late)
 
 
 def setup(app: web.Application) -> None:
     app[HUB] = Hub(trusted_origins=frozenset(app[TIERLINE].settings.trusted_origins))
+    app[GREETING] = set()
     app.add_routes(routes)
     app.cleanup_ctx.append(_lifecycle)
     app.on_shutdown.append(_on_shutdown)

@@ -340,6 +340,41 @@ async def test_cancelled_mid_flight_the_pump_ends_and_a_handed_over_write_commit
     assert writes.arrived.empty()
 
 
+async def test_cancelled_the_pump_waits_for_its_pops_to_give_their_connections_back(
+    tl, ivan, pbx, pushed, writes, pumping, monkeypatch
+) -> None:
+    """A pop cancelled mid-lookup still holds a database connection: the pump returns only
+    once it has let go, so the app's cleanup closes the database after, not under it."""
+    pbx.send(call("ringing", "c1"))
+    assert await pushed.pops(1) == ["c1"]
+    first = await writes.next()  # c1's record, held: c2 will wait in the backlog
+
+    read = tl.db.read
+    arrived, released = asyncio.Event(), asyncio.Event()
+
+    async def held_read(fn: Any) -> Any:
+        arrived.set()
+        try:
+            await asyncio.get_running_loop().create_future()  # never answers
+        finally:
+            for _ in range(5):  # giving a connection back takes a few turns of the loop
+                await asyncio.sleep(0)
+            released.set()
+        return await read(fn)
+
+    monkeypatch.setattr(tl.db, "read", held_read)
+    pbx.send(call("ringing", "c2"))
+    await asyncio.wait_for(arrived.wait(), TIMEOUT)
+
+    pumping.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(pumping, TIMEOUT)
+    assert released.is_set()
+    assert not [t for t in asyncio.all_tasks() if t.get_coro().__qualname__ == "CtiPipeline._pops"]
+    first.release()
+    await first.done
+
+
 @pytest.mark.parametrize("ending", ["end", "error"])
 async def test_when_the_connector_ends_everything_read_is_recorded_and_the_pump_returns(
     tl, ivan, pbx, pushed, ending, caplog

@@ -25,7 +25,7 @@ from web.handover import _Husk
 from web.hub import Conn
 from web.live_socket import MAX_MESSAGE, LiveSocket
 from web.sessions import COOKIE
-from web.ws import HUB
+from web.ws import GREETING, HUB
 
 
 @pytest.fixture
@@ -159,6 +159,46 @@ async def test_a_page_of_another_origin_is_refused(web_client, aiohttp_client, o
         status, head = await _head(reader)
         assert status == expected, (origin, head)
         writer.close()
+
+
+async def test_shutdown_waits_for_a_hello_still_reading_then_cancels_it(
+    web_client, aiohttp_client, olga, monkeypatch
+) -> None:
+    """Handed over, the handler is not aiohttp's to wait for: a hello still reading live calls
+    at shutdown is waited for (a moment), then cancelled and let go of its connection, before
+    the app's cleanup closes the database."""
+    import web.ws as ws_module
+
+    arrived, released = asyncio.Event(), asyncio.Event()
+
+    async def held_live_calls(*args: object, **kwargs: object) -> list:
+        arrived.set()
+        try:
+            await asyncio.get_running_loop().create_future()  # the database never answers
+        finally:
+            for _ in range(5):  # giving a connection back takes a few turns of the loop
+                await asyncio.sleep(0)
+            released.set()
+        return []
+
+    monkeypatch.setattr(ws_module, "live_calls", held_live_calls)
+    monkeypatch.setattr(ws_module, "GREETING_TIMEOUT", 0.05)
+    cookie = await _cookie(aiohttp_client, web_client.server, "olga")
+    host = f"{web_client.server.host}:{web_client.server.port}"
+    reader, writer = await asyncio.open_connection(web_client.server.host, web_client.server.port)
+    writer.write(_upgrade(cookie, host, Origin=f"http://{host}"))
+    status, _ = await _head(reader)
+    assert status == 101
+    await asyncio.wait_for(arrived.wait(), 5)
+    app = web_client.app
+
+    await web_client.close()
+
+    assert released.is_set()
+    assert not app[GREETING]
+    opcode, payload = await _frame(reader)  # the browser is told to come back
+    assert opcode == 0x8 and struct.unpack("!H", payload[:2])[0] in (1001, 1011)
+    writer.close()
 
 
 async def test_trusted_origins_come_from_settings(aiohttp_client, tl, fake_pbx, olga) -> None:

@@ -114,7 +114,10 @@ async def _pump(connector: PbxConnector, pipeline: CtiPipeline) -> None:
             tasks.create_task(_record(pipeline, backlog), name=f"cti-record:{connector.name}")
             await _take(pipeline, queue, backlog)
     finally:
-        backlog.abandon()
+        if abandoned := backlog.abandon():
+            # Let the cancelled pops unwind (their lookups hold database connections) before
+            # the app's cleanup goes on to close the database.
+            await asyncio.gather(*abandoned, return_exceptions=True)
     error = reading.result()
     if error is not None:
         raise error
@@ -224,10 +227,10 @@ class _Backlog:
         self._space.set()
         return batch
 
-    def abandon(self) -> None:
-        if self._waiting is not None:
-            self._waiting.abandon()
-            self._waiting = None
+    def abandon(self) -> list[asyncio.Task[int]]:
+        """Stop the pops of what waits here; returns their tasks."""
+        waiting, self._waiting = self._waiting, None
+        return waiting.abandon() if waiting is not None else []
 
 
 async def _directory_lifecycle(app: web.Application) -> AsyncIterator[None]:
