@@ -34,6 +34,9 @@ from tests.integration.helpers import make_client, make_user
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOW = REPO / "workflows" / "telemarketing.yaml"
 
+# A call from a known number to extension 101, as a newcomer would simulate one.
+SIMULATE_CALL = ("simulate", "call", "--from", "+79161234567", "--to-extension", "101")
+
 
 @dataclass
 class Result:
@@ -272,12 +275,7 @@ async def test_followups_check_passes_then_reports_a_broken_row(tl, tmp_path):
 async def test_simulate_without_the_servers_key_says_where_it_looked(tmp_path):
     data = tmp_path / "elsewhere"
     result = await tierline(
-        "simulate",
-        "call",
-        "--from",
-        "+79161234567",
-        "--to-extension",
-        "101",
+        *SIMULATE_CALL,
         env={"TIERLINE_DATA_DIR": str(data)},
     )
     assert result.code == 1
@@ -291,12 +289,7 @@ async def test_simulate_with_a_key_the_server_does_not_have_is_refused_clearly(
 ):
     url = str(web_client.make_url("/")).rstrip("/")
     result = await tierline(
-        "simulate",
-        "call",
-        "--from",
-        "+79161234567",
-        "--to-extension",
-        "101",
+        *SIMULATE_CALL,
         "--url",
         url,
         env={"TIERLINE_DATA_DIR": str(tmp_path), "TIERLINE_PBX_SECRET": "not-the-servers"},
@@ -311,12 +304,7 @@ async def test_simulate_with_no_server_listening_says_so(tmp_path):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]  # free once closed: nothing listens there
     result = await tierline(
-        "simulate",
-        "call",
-        "--from",
-        "+79161234567",
-        "--to-extension",
-        "101",
+        *SIMULATE_CALL,
         "--url",
         f"http://127.0.0.1:{port}",
         env={"TIERLINE_DATA_DIR": str(tmp_path), "TIERLINE_PBX_SECRET": "any"},
