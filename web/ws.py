@@ -34,7 +34,7 @@ LIVE_CALL_WINDOW = timedelta(hours=4)  # older "ringing" rows are calls whose ha
 
 HUB = web.AppKey("ws_hub", Hub)
 # Handlers between the hand-over and hello: reading live calls from the database.
-GREETING = web.AppKey("ws_greeting", set)
+GREETING: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("ws_greeting")
 GREETING_TIMEOUT = 5.0  # seconds shutdown waits for them before cancelling
 
 
@@ -50,15 +50,15 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     # Handed over, this handler is no longer aiohttp's to wait for at shutdown: ours is.
     greeting = request.app[GREETING]
     me = asyncio.current_task()
-    if me is not None:
-        greeting.add(me)
+    assert me is not None  # a request handler runs in a task of its own
+    greeting.add(me)
     try:
         hello = await _hello(request, conn, user)
     except BaseException:
         hub.drop(conn, SERVER_ERROR, "server error: reconnect")
         raise
     finally:
-        greeting.discard(me)  # type: ignore[arg-type]
+        greeting.discard(me)
     if not conn.closed:
         conn.sock.write(text_frame(hello))
         hub.start_writing(conn)
