@@ -21,8 +21,9 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
+from cti_adapter.directory import Operator, OperatorDirectory
 from cti_adapter.events import CallEvent, CallEventType
-from cti_adapter.pops import Operator, OperatorDirectory, try_normalize
+from cti_adapter.pops import try_normalize
 from engine.clients import match_rows_sync
 from engine.errors import Unavailable
 from engine.models import LONG_CALL_SECONDS, Call, CallEventRecord

@@ -34,12 +34,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from cti_adapter.call_log import POPPING, UNKNOWN, CallLog, CallRow, Key
+from cti_adapter.directory import Operator, OperatorDirectory
 from cti_adapter.events import CallEvent, CallEventType
 from cti_adapter.pops import (
     POPS_CHANNEL,
     Lookup,
-    Operator,
-    OperatorDirectory,
     addressed,
     call_state,
     lookup_sync,

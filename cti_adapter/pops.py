@@ -8,28 +8,22 @@ dicts (they cross the bus, Redis included).
 
 from __future__ import annotations
 
-import asyncio
 import functools
-import logging
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlmodel import Session, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from cti_adapter.directory import Operator
 from engine import phones
 from engine.access import can_see_client
 from engine.clients import card_sync, match_rows_sync, summary, summary_row_sync
 from engine.definitions import DefinitionCache
 from engine.models import Call, Client, User
-from engine.storage.database import Database
-
-log = logging.getLogger("tierline.cti")
 
 POPS_CHANNEL = "pops"
 MAX_MATCHES = 10
@@ -37,99 +31,6 @@ MAX_MATCHES = 10
 # The pop path and the log path both normalise each event's number (~25 µs a parse): one
 # parse serves both, and a caller who rings again.
 try_normalize = functools.lru_cache(maxsize=8192)(phones.try_normalize)
-
-
-class OperatorDirectory:
-    """Extension -> the active user on it, cached per extension for ``ttl`` seconds.
-
-    Every ringing event asks this; users change rarely. An extension asked for the first
-    time is read at once (in the worker thread, Database.read); after that the answer is
-    served from the cache, and once older than ``ttl`` it is served while a background
-    read refreshes it (with every other stale one), so a pop never waits for the directory
-    twice. Misses are cached
-    too: a trunk or a ring-group extension with nobody on it costs no query per event.
-    :meth:`invalidate` forgets entries: the users API announces every change of a user's
-    extension, tier or state on the bus (``USERS_CHANNEL``), and each node's pipeline calls
-    it, so the TTL is only the safety net for a change made behind the API. Measured: reloading
-    a whole 10,000-user department every few seconds stalled the event loop for a second
-    (a CPU-bound worker thread starves the loop of the GIL); one row at a time does not.
-    """
-
-    def __init__(
-        self, db: Database, *, ttl: float = 60.0, now: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.db = db
-        self.ttl = ttl
-        self._now = now
-        self._entries: dict[str, tuple[float, Operator | None]] = {}
-        self._stale: set[str] = set()
-        self._refresher: asyncio.Task[None] | None = None
-
-    async def by_extension(self, extension: str) -> Operator | None:
-        hit = self._entries.get(extension)
-        if hit is None:
-            return await self._load(extension)
-        if hit[0] <= self._now():
-            # Stale: served as is; one background read refreshes every stale extension
-            # asked for meanwhile (one query, one thread hop, however many).
-            self._stale.add(extension)
-            if self._refresher is None:
-                self._refresher = asyncio.get_running_loop().create_task(self._refresh())
-        return hit[1]
-
-    async def _load(self, extension: str) -> Operator | None:
-        found = await self.db.read(lambda s: _active_users(s, [extension]))
-        user = found.get(extension)
-        self._entries[extension] = (self._now() + self.ttl, user)
-        return user
-
-    async def _refresh(self) -> None:
-        try:
-            while self._stale:
-                wanted = list(self._stale)[:500]
-                self._stale.difference_update(wanted)
-                found = await self.db.read(lambda s, w=wanted: _active_users(s, w))
-                expires = self._now() + self.ttl
-                for extension in wanted:
-                    self._entries[extension] = (expires, found.get(extension))
-        except Exception as exc:
-            log.warning("operator directory not refreshed: %s", exc)
-            self._stale.clear()
-        finally:
-            self._refresher = None
-
-    def invalidate(self, extension: str | None = None) -> None:
-        if extension is None:
-            self._entries.clear()
-        else:
-            self._entries.pop(extension, None)
-
-
-_USERS = User.__table__  # type: ignore[attr-defined]
-
-
-@dataclass(frozen=True, slots=True)
-class Operator:
-    """What the pop path needs of the user on an extension, as a plain record: building
-    SQLModel entities in a refresh of 500 extensions held the GIL for ~25 ms, a stall every
-    TTL in the middle of the pops."""
-
-    id: int
-    role: str
-    tier: str | None
-    extension: str
-
-
-def _active_users(conn: Connection, extensions: list[str]) -> dict[str, Operator]:
-    rows = conn.execute(
-        sa.select(_USERS.c.id, _USERS.c.role, _USERS.c.tier, _USERS.c.extension)
-        .where(_USERS.c.extension.in_(extensions), _USERS.c.active.is_(True))
-        .order_by(_USERS.c.id)
-    )
-    found: dict[str, Operator] = {}
-    for row in rows:
-        found.setdefault(row.extension, Operator(row.id, row.role, row.tier, row.extension))
-    return found
 
 
 @dataclass(frozen=True)

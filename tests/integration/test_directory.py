@@ -1,0 +1,101 @@
+"""The operator directory (``cti_adapter/directory.py``): who is on an extension, cached.
+
+Changes are made behind the directory's back (plain SQL, as a change outside the users API
+would be), so what each test sees is the cache's own behaviour: a fresh answer is served from
+memory, a stale one is served at once while one background read refreshes it, a miss is
+cached too, and ``invalidate`` forgets. The clock is injected: a TTL passes in no time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import sqlalchemy as sa
+
+from cti_adapter.directory import Operator, OperatorDirectory
+from engine.models import User
+from engine.service import Tierline
+from tests.integration.helpers import make_user
+
+USERS = User.__table__  # type: ignore[attr-defined]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def _set(tl: Tierline, username: str, **values: object) -> None:
+    async with tl.db.engine.begin() as conn:
+        await conn.execute(sa.update(USERS).where(USERS.c.username == username).values(**values))
+
+
+async def _refreshed(directory: OperatorDirectory) -> None:
+    refresher = directory._refresher
+    assert refresher is not None, "a stale answer starts a background refresh"
+    await refresher
+
+
+async def test_answers_from_memory_until_the_ttl(tl: Tierline) -> None:
+    olga = await make_user(tl, "olga", tier="cold", extension="101")
+    clock = Clock()
+    directory = OperatorDirectory(tl.db, ttl=60, now=clock)
+
+    found = await directory.by_extension("101")
+    assert found == Operator(olga.id, "operator", "cold", "101")
+
+    await _set(tl, "olga", tier="sales")  # behind the directory's back
+    clock.now += 59
+    assert (await directory.by_extension("101")).tier == "cold"  # type: ignore[union-attr]
+    assert directory._refresher is None  # fresh: no read at all
+
+
+async def test_a_stale_answer_is_served_while_one_read_refreshes_it(tl: Tierline) -> None:
+    await make_user(tl, "olga", tier="cold", extension="101")
+    await make_user(tl, "pavel", tier="cold", extension="102")
+    clock = Clock()
+    directory = OperatorDirectory(tl.db, ttl=60, now=clock)
+    await directory.by_extension("101")
+    await directory.by_extension("102")
+
+    await _set(tl, "olga", tier="sales")
+    await _set(tl, "pavel", active=False)
+    clock.now += 61
+    # Stale: the old answers at once, never a wait on the database ...
+    assert (await directory.by_extension("101")).tier == "cold"  # type: ignore[union-attr]
+    assert (await directory.by_extension("102")) is not None
+    refresher = directory._refresher
+    # ... and one refresh for both: the second stale ask joined the first's.
+    assert refresher is not None and directory._stale == {"101", "102"}
+    await _refreshed(directory)
+
+    assert (await directory.by_extension("101")).tier == "sales"  # type: ignore[union-attr]
+    assert await directory.by_extension("102") is None  # deactivated: no pops for him
+    assert directory._refresher is None
+
+
+async def test_a_miss_is_cached_and_invalidate_forgets_it(tl: Tierline) -> None:
+    clock = Clock()
+    directory = OperatorDirectory(tl.db, ttl=60, now=clock)
+    assert await directory.by_extension("155") is None  # a trunk, a ring group: nobody
+
+    nina = await make_user(tl, "nina", tier="sales", extension="155")
+    assert await directory.by_extension("155") is None  # cached, as a hit would be
+
+    directory.invalidate("155")  # what the users API's announcement does
+    assert await directory.by_extension("155") == Operator(nina.id, "operator", "sales", "155")
+
+    await _set(tl, "nina", extension="156")
+    directory.invalidate()  # everything
+    assert await directory.by_extension("155") is None
+    assert (await directory.by_extension("156")).id == nina.id  # type: ignore[union-attr]
+
+
+async def test_concurrent_first_asks_all_get_the_answer(tl: Tierline) -> None:
+    olga = await make_user(tl, "olga", tier="cold", extension="101")
+    directory = OperatorDirectory(tl.db, ttl=60, now=Clock())
+    found = await asyncio.gather(*(directory.by_extension("101") for _ in range(5)))
+    assert {op.id for op in found if op is not None} == {olga.id} and None not in found
