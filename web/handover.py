@@ -47,8 +47,10 @@ def take_over(
             f"not a websocket handshake: {handshake.handshake_exc}", path=request.path
         )
     inner = request.protocol
+    # Any transport that can change protocols will do: uvloop's (gunicorn's uvloop worker)
+    # are not subclasses of asyncio.Transport, and a check for that class refused them all.
     transport = inner.transport
-    if not isinstance(transport, asyncio.Transport) or transport.is_closing():
+    if transport is None or transport.is_closing():
         raise NotAWebsocket("the connection closed during the handshake")
     sock = LiveSocket(transport, listener)
     transport.set_protocol(sock)
