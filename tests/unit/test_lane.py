@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -87,6 +88,33 @@ async def test_stop_finishes_queued_calls_and_the_lane_starts_again() -> None:
     assert threads[-1] is not threads[0]
     await lane.stop()
     assert not threads[-1].is_alive()
+
+
+async def test_the_results_of_a_burst_share_one_wake_up() -> None:
+    lane = ThreadLane("test-lane")
+    try:
+        await lane.run(lambda: None)  # the thread is up
+        waker = lane.waker(asyncio.get_running_loop())
+        before = waker.wakeups
+        calls = [asyncio.ensure_future(lane.run(lambda n=n: n)) for n in range(20)]
+        await asyncio.sleep(0)  # every call is queued
+        time.sleep(0.3)  # noqa: ASYNC251 -- the loop busy on purpose: the lane finishes all twenty
+        assert await asyncio.gather(*calls) == list(range(20))
+        assert waker.wakeups - before == 1  # one self-pipe write, not twenty
+    finally:
+        await lane.stop()
+
+
+async def test_a_result_after_a_drain_wakes_the_loop_again() -> None:
+    # No lost wake-up: with the loop idle, every call wakes it (a lost one would hang here).
+    lane = ThreadLane("test-lane")
+    try:
+        waker = lane.waker(asyncio.get_running_loop())
+        for n in range(200):
+            assert await asyncio.wait_for(lane.run(lambda n=n: n), 5) == n
+        assert waker.wakeups == 200
+    finally:
+        await lane.stop()
 
 
 async def test_sqlite_reads_and_writes_each_have_their_own_thread(tmp_path: Path) -> None:
