@@ -104,7 +104,10 @@ class ThreadLane:
         """The waker that hands this lane's results to ``loop`` (one per loop)."""
         waker = self._wakers.get(loop)
         if waker is None:
-            waker = self._wakers[loop] = _Waker(loop)
+            with self._starting:  # two loops in two threads may share a database
+                waker = self._wakers.get(loop)
+                if waker is None:
+                    waker = self._wakers[loop] = _Waker(loop)
         return waker
 
     def _jobs(self) -> queue.SimpleQueue[_Job | None]:
