@@ -613,6 +613,13 @@ async def run(
             f"{keeper.deferred} looks deferred to a quiet moment; "
             f"{gc.get_freeze_count():,} objects frozen"
         )
+        loop = asyncio.get_running_loop()
+        for name, lane in (("reads", tl.db._reads), ("writes", tl.db._writes)):
+            waker = lane.waker(loop)
+            print(
+                f"{name} lane: {waker.results:,} results handed back in {waker.wakeups:,} "
+                "wake-ups of the loop"
+            )
         await runner.cleanup()
         await connector.close()
         await tl.stop()

@@ -47,6 +47,7 @@ class _Waker:
         # here would keep every loop the lane ever served alive.
         self._loop = weakref.ref(loop)
         self.wakeups = 0  # how many times the loop was woken (tests, benchmarks)
+        self.results = 0  # how many results it was handed
         self._lock = threading.Lock()
         self._results: list[_Result] = []
         self._scheduled = False
@@ -55,6 +56,7 @@ class _Waker:
         """From the lane thread: deliver this result on the loop, waking it if need be."""
         with self._lock:
             self._results.append((done, result, error))
+            self.results += 1
             if self._scheduled:
                 return  # the drain already scheduled takes this one too
             self._scheduled = True
