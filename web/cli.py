@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from engine.errors import TierlineError
 from engine.settings import load_settings
+from web.log_output import LogOutput
 
 log = logging.getLogger("tierline")
 
@@ -19,12 +20,23 @@ log = logging.getLogger("tierline")
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=os.environ.get("TIERLINE_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    level = os.environ.get("TIERLINE_LOG_LEVEL", "INFO").upper()
+    if not isinstance(logging.getLevelName(level), int):
+        print(
+            f"tierline: bad TIERLINE_LOG_LEVEL {level!r}: use DEBUG, INFO, WARNING or ERROR",
+            file=sys.stderr,
+        )
+        return 2
+    output = LogOutput(sys.stderr, level).start()
     for chatty in ("apscheduler", "alembic", "aiohttp.access"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
+    try:
+        return _run(args)
+    finally:
+        output.stop()
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         settings = load_settings()
     except ValidationError as exc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import socket
 import sys
 import uuid
@@ -47,7 +48,8 @@ class Result:
 
 async def tierline(*args: str, env: dict[str, str], stdin: str | None = None) -> Result:
     base = {k: v for k, v in os.environ.items() if not k.startswith("TIERLINE_")}
-    base.update(PYTHONPATH=str(REPO), TIERLINE_LOG_LEVEL="WARNING", **env)
+    base.update(PYTHONPATH=str(REPO), TIERLINE_LOG_LEVEL="WARNING")
+    base.update(env)
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -73,6 +75,20 @@ def env_for(tl, tmp_path: Path) -> dict[str, str]:  # type: ignore[no-untyped-de
 def test_cli_module_can_be_run_as_a_script():
     source = (REPO / "web" / "cli.py").read_text()
     assert 'if __name__ == "__main__":' in source
+
+
+async def test_log_lines_reach_stderr_and_a_bad_level_is_refused(tmp_path):
+    env = {"TIERLINE_DATA_DIR": str(tmp_path), "TIERLINE_LOG_LEVEL": "debug"}
+    run = await tierline("migrate", env=env)
+    assert run.code == 0, run.err
+    # Written by the log thread (web/log_output.py), every line in the one format.
+    stamped = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO) [\w.]+: ")
+    assert stamped.match(run.err), run.err[:300]
+    assert sum(1 for line in run.err.splitlines() if stamped.match(line)) >= 3
+
+    bad = await tierline("migrate", env={**env, "TIERLINE_LOG_LEVEL": "chatty"})
+    assert bad.code == 2
+    assert "bad TIERLINE_LOG_LEVEL 'CHATTY'" in bad.err
 
 
 # ---- migrate on a fresh store -------------------------------------------------------------
