@@ -18,6 +18,7 @@ from typing import TextIO
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 QUEUE_SIZE = 10_000
+STOP_WAIT = 5.0  # seconds ``stop`` waits for room in the queue, then for the writer to finish
 
 
 class _DroppingQueueHandler(QueueHandler):
@@ -47,6 +48,19 @@ class _DroppingQueueHandler(QueueHandler):
         )  # fmt: skip
 
 
+class _Listener(QueueListener):
+    def stop(self) -> None:
+        """Write what is queued, then end the thread; give up on an output that is not read
+        (QueueListener's own ``stop`` would raise on a full queue, or wait forever)."""
+        try:
+            self.queue.put(self._sentinel, timeout=STOP_WAIT)
+        except queue.Full:
+            return
+        if self._thread is not None:
+            self._thread.join(STOP_WAIT)
+            self._thread = None
+
+
 class LogOutput:
     """The process's log handler and its writer thread; ``stop`` writes what is queued."""
 
@@ -55,7 +69,7 @@ class LogOutput:
         writer = logging.StreamHandler(stream)
         writer.setFormatter(logging.Formatter(FORMAT))
         self.handler = _DroppingQueueHandler(records)
-        self.listener = QueueListener(records, writer, respect_handler_level=False)
+        self.listener = _Listener(records, writer, respect_handler_level=False)
         self.level = level
         self._previous_level = logging.NOTSET
 
@@ -75,4 +89,4 @@ class LogOutput:
         root = logging.getLogger()
         root.removeHandler(self.handler)
         root.setLevel(self._previous_level)
-        self.listener.stop()  # writes everything still queued, then ends the thread
+        self.listener.stop()  # what is queued is written, unless nothing reads the output

@@ -23,16 +23,31 @@ def full_pipe() -> Iterator[tuple[int, object]]:
     r, w = os.pipe()
     os.set_blocking(w, False)
     filled = 0
-    try:
-        while True:
-            filled += os.write(w, b"x" * 4096)
-    except BlockingIOError:
-        pass
+    for size in (4096, 1):  # pages, then whatever room a page left
+        try:
+            while True:
+                filled += os.write(w, b"x" * size)
+        except BlockingIOError:
+            pass
     os.set_blocking(w, True)
     stream = os.fdopen(w, "w", buffering=1)
     yield r, stream, filled
+    # Whatever a test left blocked: read the pipe to its end so the close can flush.
+    drain = threading.Thread(target=_read_all, args=(r, b"\0"), daemon=True)
+    drain.start()
     stream.close()
+    drain.join(5)
     os.close(r)
+
+
+def _stuck(output: LogOutput) -> None:
+    """Log one line and wait until the writer has taken it: it is now stuck writing it."""
+    logging.getLogger("tierline.test").warning("first")
+    for _ in range(500):
+        if not output.listener.queue.qsize():
+            return
+        threading.Event().wait(0.01)
+    raise AssertionError("the log writer never took its first line")
 
 
 def _log_from_a_thread(lines: int) -> threading.Thread:
@@ -80,10 +95,10 @@ def test_a_flood_beyond_the_queue_is_dropped_counted_and_said(full_pipe, monkeyp
     monkeypatch.setattr(log_output, "QUEUE_SIZE", 10)
     output = LogOutput(stream, "INFO").start()
     try:
-        # The listener takes one record and blocks writing it: 10 wait, the rest are dropped.
+        _stuck(output)
         logger = _log_from_a_thread(50)
         assert not logger.is_alive()
-        assert 35 <= output.dropped <= 40
+        assert output.dropped == 40  # ten wait in the queue, the rest are dropped
         lost = output.dropped
         reader = threading.Thread(target=lambda: seen.append(_read_all(r, b"after\n")))
         seen: list[bytes] = []
@@ -100,6 +115,22 @@ def test_a_flood_beyond_the_queue_is_dropped_counted_and_said(full_pipe, monkeyp
     assert f"{lost} log lines dropped: the log output was not being read" in text
     assert text.index("log lines dropped") < text.index("after")
     assert output.dropped == 0
+
+
+def test_stop_gives_up_on_an_output_nobody_reads(full_pipe, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    _, stream, _ = full_pipe
+    monkeypatch.setattr(log_output, "QUEUE_SIZE", 5)
+    monkeypatch.setattr(log_output, "STOP_WAIT", 0.2)
+    output = LogOutput(stream, "INFO").start()
+    _stuck(output)
+    assert not _log_from_a_thread(20).is_alive()
+    assert output.dropped == 15  # five wait in the queue: it is full
+    stopping = threading.Thread(target=output.stop, daemon=True)
+    stopping.start()
+    stopping.join(5)
+    assert not stopping.is_alive()  # the process can still exit
+    assert output.handler not in logging.getLogger().handlers
+    # The stuck writer (a daemon thread) finishes once the fixture reads the pipe.
 
 
 def test_stop_puts_the_root_logger_back(full_pipe) -> None:  # type: ignore[no-untyped-def]
