@@ -22,7 +22,8 @@ Results go back to the loop through a :class:`_Waker`, one wake-up per burst: wa
 (``call_soon_threadsafe``) writes to its self-pipe, and that ``send`` lets go of the GIL,
 which the lane thread must then win back from a busy loop before it can take its next call
 (at 300 pops/s py-spy found ~20 % of the lane threads' samples there). While a wake-up is on
-its way, later results join it instead of sending another.
+its way, later results join it instead of sending another: in ``bench/pop_latency.py`` about
+7 % of the pops' reads do; the writes, one transaction at a time, never do.
 """
 
 from __future__ import annotations
