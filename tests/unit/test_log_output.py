@@ -6,6 +6,7 @@ and counted, and said in the output."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -24,11 +25,9 @@ def full_pipe() -> Iterator[tuple[int, object]]:
     os.set_blocking(w, False)
     filled = 0
     for size in (4096, 1):  # pages, then whatever room a page left
-        try:
+        with contextlib.suppress(BlockingIOError):  # raised once the pipe is full: the aim
             while True:
                 filled += os.write(w, b"x" * size)
-        except BlockingIOError:
-            pass
     os.set_blocking(w, True)
     stream = os.fdopen(w, "w", buffering=1)
     yield r, stream, filled
