@@ -7,7 +7,11 @@ second process holds 1,000 operator websockets and sends signed ``ringing`` webh
 fixed rate (open loop), timing each pop from the POST to the pop arriving on the socket.
 Phases:
 
-- pops at 100 and 300 events/s, the pop pushed while the call log commits (the default);
+- pops at 100 and 300 events/s, every event a ringing (300 pops/s: beyond the aim, whose
+  300 call events/s are 100 calls), the pop pushed while the call log commits (the default);
+- webhook calls at 100 and 300 call events/s, as the aim counts them: each call a ringing,
+  its answered a second later and its hangup a second after that, each its own signed
+  request (300 events/s is 100 pops/s among 200 call-state updates); the pops are timed;
 - the same with the pop pushed only after the commit (``pop_before_commit=False``);
 - a bare push (HTTP request -> hub -> socket, no lookup, no database) at the same rates,
   and the ratio pop/bare;
@@ -351,15 +355,21 @@ async def _drive(
             )
             resp.release()
             return
-        body = json.dumps(
-            {
-                "event": "ringing",
-                "call_id": call_id,
-                "from": number_of(random.randint(1, CLIENTS)),
-                "to": "7000",
-                "extension": ext,
-            }
-        ).encode()
+        ringing = {
+            "event": "ringing",
+            "call_id": call_id,
+            "from": number_of(random.randint(1, CLIENTS)),
+            "to": "7000",
+            "extension": ext,
+        }
+        await post_event(ringing)
+        if mode == "calls":  # answered a second later, hung up a second after that
+            for event in ("answered", "hangup"):
+                await asyncio.sleep(1.0)
+                await post_event({**ringing, "event": event})
+
+    async def post_event(event: dict[str, str]) -> None:
+        body = json.dumps(event).encode()
         async with http.post(
             base + "/cti/events", data=body, headers={SIGNATURE_HEADER: sign(SECRET, body)}
         ) as resp:
@@ -371,8 +381,10 @@ async def _drive(
     for phase in phases:
         (await http.post(base + "/bench/config", json=phase["config"])).release()
         rate, seconds = phase["rate"], phase["seconds"]
-        if phase["mode"] == "ami":  # the rate is of call events; a call is several
-            rate = rate / call_events
+        # The rate is of call events; a call is several (a webhook call: ringing, answered,
+        # hangup, each its own request).
+        per_call = {"ami": call_events, "calls": 3}.get(phase["mode"], 1)
+        rate = rate / per_call
         if phase["mode"].startswith("ami"):
             for n in range(int(rate * seconds)):
                 prepare(counter + 1 + n)
@@ -402,7 +414,7 @@ async def _drive(
                 "lost": len(pending),
                 "record": phase.get("record", True),
                 "window": sent,
-                "sends": sends,
+                "sends": sends if phase["mode"] == "ami" else sends * per_call,
             }
         )
     for task in readers:
@@ -527,6 +539,20 @@ async def run(
             {"name": "pop 100/s", "mode": "pop", "rate": 100, "seconds": seconds, "config": cfg},
             {"name": "pop 300/s", "mode": "pop", "rate": 300, "seconds": seconds, "config": cfg},
             {
+                "name": "webhook calls 100 events/s",
+                "mode": "calls",
+                "rate": 100,
+                "seconds": 3 * seconds,  # a third as many pops: as many samples
+                "config": cfg,
+            },
+            {
+                "name": "webhook calls 300 events/s",
+                "mode": "calls",
+                "rate": 300,
+                "seconds": 3 * seconds,
+                "config": cfg,
+            },
+            {
                 "name": "bare push 100/s",
                 "mode": "bare",
                 "rate": 100,
@@ -644,16 +670,17 @@ async def run(
         )
     if tracer is not None:
         for r in results:
-            if r["record"] and r["name"].startswith("pop"):
+            if r["record"] and r["name"].startswith(("pop", "webhook")):
                 tracer.report(r["name"], r["trace"])
     for rate in (100, 300):
-        if f"pop {rate}/s" not in by_name or f"bare push {rate}/s" not in by_name:
-            continue
-        pop, bare = by_name[f"pop {rate}/s"], by_name[f"bare push {rate}/s"]
-        print(
-            f"pop/bare at {rate}/s: p50 x{pct(pop, 0.5) / pct(bare, 0.5):.1f}, "
-            f"p99 x{pct(pop, 0.99) / pct(bare, 0.99):.1f}"
-        )
+        bare = by_name.get(f"bare push {rate}/s")
+        for name in (f"pop {rate}/s", f"webhook calls {rate} events/s"):
+            if bare and name in by_name:
+                pop = by_name[name]
+                print(
+                    f"{name} / bare push: p50 x{pct(pop, 0.5) / pct(bare, 0.5):.1f}, "
+                    f"p99 x{pct(pop, 0.99) / pct(bare, 0.99):.1f}"
+                )
     if broadcast_times:
         print(
             f"broadcast to {OPERATORS} sockets: {len(broadcast_times)} runs, loop time "

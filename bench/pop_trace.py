@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 import cti_adapter.pipeline as pipeline_module
+from cti_adapter.call_log import POPPING
 from cti_adapter.pipeline import CtiPipeline
 from engine.bus import LocalBus
 
@@ -56,7 +57,8 @@ class PopTrace:
         def traced_start(self: CtiPipeline, events: Any) -> Any:
             now = time.perf_counter()
             for ev in events:
-                stamps[ev.call_id].update(arrived=_arrived.get() or now, started=now)
+                if ev.event in POPPING:  # a call's later events must not move its pop's stamps
+                    stamps[ev.call_id].update(arrived=_arrived.get() or now, started=now)
             return start(self, events)
 
         async def traced_pop_many(self: CtiPipeline, events: Any, matched: Any) -> int:

@@ -43,6 +43,9 @@ _CALL_KEYS = (
 Key = tuple[str, str, str]
 # A ``calls`` row as plain attributes (the columns of Call), updated in place by the log path.
 CallRow = SimpleNamespace
+# What the pop path learnt of a call's number: the one client it matched (or None) and the
+# number's E.164 (or None), so the log path neither parses nor searches it again.
+Hint = tuple[int | None, str | None]
 # "The pop path did not look this number up": the call log looks it up itself.
 UNKNOWN = object()
 
@@ -216,12 +219,15 @@ class CallLog:
     def _create_call(
         self, conn: Connection, ev: CallEvent, at: datetime, hint: Any, operator: Operator | None
     ) -> None:
-        e164 = try_normalize(ev.customer_number, self.tl.settings.default_region)
-        client_id = None if hint is UNKNOWN else hint
-        if hint is UNKNOWN and e164 is not None:
-            matches = match_rows_sync(conn, e164, limit=2)
-            if len(matches) == 1:
-                client_id = matches[0].id
+        if hint is UNKNOWN:
+            e164 = try_normalize(ev.customer_number, self.tl.settings.default_region)
+            client_id = None
+            if e164 is not None:
+                matches = match_rows_sync(conn, e164, limit=2)
+                if len(matches) == 1:
+                    client_id = matches[0].id
+        else:
+            client_id, e164 = hint
         self._statements()[1].execute(
             conn,
             {

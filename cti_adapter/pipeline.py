@@ -78,7 +78,8 @@ class Started:
 
     accepted: int = 0  # events given, repeats included
     events: list[CallEvent] = field(default_factory=list)  # repeats removed, in order given
-    # One future per event popped ahead: the client the pop found, for the log path.
+    # One future per event popped ahead: what the pop found (a call_log.Hint), for the log
+    # path.
     matched: dict[Key, asyncio.Future[Any]] = field(default_factory=dict)
     pops: list[asyncio.Task[int]] = field(default_factory=list)
 
@@ -179,7 +180,8 @@ class CtiPipeline:
     async def pop(self, ev: CallEvent, matched: asyncio.Future[Any] | None = None) -> int:
         """Look the caller up and push the pop to the extension's operator (0 if nobody).
 
-        ``matched`` receives the one matching client's id (or None) as soon as it is known.
+        ``matched`` receives the one matching client's id (or None) and the number's E.164
+        (a ``call_log.Hint``) as soon as they are known.
         """
         return await self.pop_many([ev], {ev.dedup_key: matched} if matched else {})
 
@@ -229,7 +231,8 @@ class CtiPipeline:
             ev, user, found, message = item
             fut = matched.get(ev.dedup_key)
             if fut is not None and not fut.done():
-                fut.set_result(found.clients[0].id if len(found.clients) == 1 else None)
+                only = found.clients[0].id if len(found.clients) == 1 else None
+                fut.set_result((only, found.e164))
             try:
                 await tl.bus.publish(POPS_CHANNEL, addressed(user.id, message))  # type: ignore[arg-type]
                 sent += 1

@@ -9,6 +9,7 @@ dicts (they cross the bus, Redis included).
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,9 +28,10 @@ from engine.models import Call, Client, User
 
 POPS_CHANNEL = "pops"
 MAX_MATCHES = 10
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}\Z")
 
-# The pop path and the log path both normalise each event's number (~25 µs a parse): one
-# parse serves both, and a caller who rings again.
+# A parse costs ~25–40 µs: a caller who rings again is not parsed twice, nor is an event the
+# log path records without a pop ahead of it (pop after commit, nobody on the extension).
 try_normalize = functools.lru_cache(maxsize=8192)(phones.try_normalize)
 
 
@@ -55,6 +57,13 @@ def lookup_sync(
 ) -> Lookup:
     """The clients a number belongs to. A call already linked to a client (click-to-dial,
     the operator's choice) shows that client whatever else shares the number."""
+    if linked_client_id is None and _E164.match(raw):
+        # Many trunks send E.164 already. A stored number is canonical (normalize wrote it),
+        # so one equal to ``raw`` proves ``raw`` is its own normal form: no parse (~40 µs,
+        # a third of a pop's lookup when the caller is not in the parse cache).
+        rows = match_rows_sync(session, raw, limit=MAX_MATCHES)
+        if rows:
+            return Lookup(raw, raw, rows)
     e164 = try_normalize(raw, region) if raw.strip() else None
     number = e164 or raw
     if linked_client_id is not None:

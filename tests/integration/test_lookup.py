@@ -1,0 +1,129 @@
+"""Who a number belongs to (``cti_adapter.pops.lookup_sync``), and what the pop path hands the
+call log so the number is parsed once per call at most.
+
+A number the PBX already sends in E.164 is looked up as it is: a stored number is canonical,
+so finding it proves the spelling. Every test compares with what the parse gives, so the
+shortcut can never answer differently from the long way.
+"""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+import cti_adapter.call_log as call_log_module
+import cti_adapter.pops as pops_module
+from cti_adapter.events import CallEvent, CallEventType, Direction
+from cti_adapter.pipeline import CtiPipeline
+from cti_adapter.pops import Lookup, lookup_sync
+from engine import phones
+from engine.models import Call
+from engine.service import Tierline
+from tests.integration.helpers import make_client, make_user
+
+
+@pytest.fixture
+def parses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every number the pop path or the call log asked to be normalised (cache or not)."""
+    asked: list[str] = []
+
+    def counted(raw: str, region: str) -> str | None:
+        asked.append(raw)
+        return phones.try_normalize(raw, region)
+
+    monkeypatch.setattr(pops_module, "try_normalize", counted)
+    monkeypatch.setattr(call_log_module, "try_normalize", counted)
+    return asked
+
+
+async def _lookup(tl: Tierline, raw: str, **kwargs: object) -> Lookup:
+    return await tl.db.read(lambda conn: lookup_sync(conn, raw, "RU", **kwargs))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "spelling", ["+79161234567", "8 916 123-45-67", "+7 (916) 123-45-67", "79161234567"]
+)
+async def test_every_spelling_finds_the_same_client(tl: Tierline, spelling: str) -> None:
+    ivan = await make_client(tl, "Ivan Petrov", "8 (916) 123 45 67")
+
+    found = await _lookup(tl, spelling)
+
+    assert (found.number, found.e164) == ("+79161234567", "+79161234567")
+    assert [c.id for c in found.clients] == [ivan.id]
+
+
+async def test_a_stored_e164_number_is_found_without_a_parse(
+    tl: Tierline, parses: list[str]
+) -> None:
+    ivan = await make_client(tl, "Ivan Petrov", "+7 916 123-45-67")
+    parses.clear()
+
+    found = await _lookup(tl, "+79161234567")
+
+    assert [c.id for c in found.clients] == [ivan.id]
+    assert parses == []
+    # Any other spelling still goes the long way.
+    await _lookup(tl, "8 916 123-45-67")
+    assert parses == ["8 916 123-45-67"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "number", "e164"),
+    [
+        ("+79161112233", "+79161112233", "+79161112233"),  # valid, nobody's
+        ("+70001234567", "+70001234567", None),  # E.164-shaped, not a valid number
+        ("+7916123456789012", "+7916123456789012", None),  # too long to be E.164
+    ],
+)
+async def test_an_unknown_number_is_answered_as_the_parse_would(
+    tl: Tierline, raw: str, number: str, e164: str | None
+) -> None:
+    await make_client(tl, "Ivan Petrov", "+7 916 123-45-67")
+
+    found = await _lookup(tl, raw)
+
+    assert found == Lookup(number, e164, [])
+    assert phones.try_normalize(raw, "RU") == e164
+
+
+async def test_a_linked_call_shows_its_client_whatever_the_number(tl: Tierline) -> None:
+    await make_client(tl, "Ivan Petrov", "+7 916 123-45-67")
+    anna = await make_client(tl, "Anna Orlova", "+7 916 765-43-21")
+
+    found = await _lookup(tl, "+79161234567", linked_client_id=anna.id)
+
+    assert (found.number, [c.id for c in found.clients]) == ("+79161234567", [anna.id])
+
+
+@pytest.mark.parametrize(
+    ("spelling", "parsed"), [("+79161234567", []), ("8 916 123-45-67", ["8 916 123-45-67"])]
+)
+async def test_the_call_log_takes_the_pops_findings(
+    tl: Tierline, parses: list[str], spelling: str, parsed: list[str]
+) -> None:
+    await make_user(tl, "olga", tier="cold", extension="101")
+    ivan = await make_client(tl, "Ivan Petrov", "+7 916 123-45-67")
+    pipeline = CtiPipeline(tl)
+    parses.clear()
+
+    outcome = await pipeline.handle(
+        [
+            CallEvent(
+                event=CallEventType.RINGING,
+                call_id="c1",
+                direction=Direction.INBOUND,
+                from_number=spelling,
+                to_number="7000",
+                extension="101",
+                at=tl.clock.now(),
+            )
+        ]
+    )
+
+    assert (outcome.recorded, outcome.pops) == (1, 1)
+    # Parsed by the pop path at most once; the log path asked for nothing.
+    assert parses == parsed
+    calls = Call.__table__  # type: ignore[attr-defined]
+    async with tl.db.engine.connect() as conn:
+        row = (await conn.execute(sa.select(calls.c.number, calls.c.client_id))).one()
+    assert (row.number, row.client_id) == ("+79161234567", ivan.id)
