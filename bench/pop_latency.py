@@ -27,6 +27,8 @@ Phases:
   hub yielding every 50 sends, and without yielding.
 
 Prints numbers; asserts nothing about time. --quick: shorter phases (about a minute).
+--rounds N runs the chosen phases N times in turn and pools each phase's samples, so a
+ratio compares phases that met the same slow and fast minutes of the machine.
 """
 
 from __future__ import annotations
@@ -428,6 +430,18 @@ async def _drive(
 # --- report ----------------------------------------------------------------------------------
 
 
+def row(
+    label: str, lat: list[float], lost: int, share: float, per_send: float, slowest: float | None
+) -> None:
+    """One line of the report: latencies in seconds, sorted; CPU per send in seconds."""
+    print(
+        f"{label:46} {len(lat):6d} {pct(lat, 0.5):8.2f} {pct(lat, 0.99):8.2f} "
+        f"{(lat[-1] * 1000 if lat else float('nan')):8.2f} {lost:5d} "
+        f"{share:10.0%} {per_send * 1e3:5.2f} ms"
+        + ("" if slowest is None else f" {slowest * 1e3:12.1f} ms")
+    )
+
+
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -444,6 +458,13 @@ def main() -> None:
     )
     parser.add_argument(
         "--only", action="append", default=[], help="run the phases whose name contains this"
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run the phases this many times in turn (ABC ABC ...) and pool each phase's "
+        "samples: slow and fast minutes of the machine fall on every phase alike",
     )
     parser.add_argument(
         "--switch-interval",
@@ -466,11 +487,15 @@ def main() -> None:
         gc.set_threshold(*(int(n) for n in args.gc_threshold.split(",")))
     if args.switch_interval is not None:
         sys.setswitchinterval(args.switch_interval)
-    asyncio.run(run(args.quick, args.only, args.gc_census, args.trace))
+    asyncio.run(run(args.quick, args.only, args.gc_census, args.trace, args.rounds))
 
 
 async def run(
-    quick: bool, only: list[str] | None = None, gc_census: bool = False, trace: bool = False
+    quick: bool,
+    only: list[str] | None = None,
+    gc_census: bool = False,
+    trace: bool = False,
+    rounds: int = 1,
 ) -> None:
     seconds = 3 if quick else 10
     with tempfile.TemporaryDirectory() as tmp:
@@ -620,6 +645,9 @@ async def run(
             phases = [
                 p for p in phases if not p.get("record", True) or any(o in p["name"] for o in only)
             ]
+        phases = [p for p in phases if not p.get("record", True)] + rounds * [
+            p for p in phases if p.get("record", True)
+        ]
         receiver, sender = mp.get_context("spawn").Pipe(duplex=False)
         proc = mp.get_context("spawn").Process(
             target=drive, args=(port, ami_port, sockets, phases, sender)
@@ -650,37 +678,50 @@ async def run(
         await connector.close()
         await tl.stop()
 
+    recorded = [r for r in results if r["record"]]
+    rounds: dict[str, list[dict]] = {}
+    for r in recorded:
+        rounds.setdefault(r["name"], []).append(r)
+    several = any(len(rs) > 1 for rs in rounds.values())
     head = f"{'phase':46} {'n':>6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'lost':>5}"
     print(f"\n{head} {'server CPU':>10} {'per send':>8} {'slowest commit':>15}")
-    by_name = {}
-    for r in results:
-        if not r["record"]:
-            continue
-        lat = r["lat"]
-        by_name[r["name"]] = lat
+    for r in recorded:
+        label = f"{r['name']} #{rounds[r['name']].index(r) + 1}" if several else r["name"]
         t0, t1 = r["window"]
         share = cpu_share(cpu_marks, r["window"])
-        per_send = share * (t1 - t0) / r["sends"] * 1e3
         # Writes started in the phase or while its last pops drained (2 s at most).
         slowest = max((d for at, d in writes if t0 <= at <= t1 + 2), default=0.0)
-        print(
-            f"{r['name']:46} {len(lat):6d} {pct(lat, 0.5):8.2f} {pct(lat, 0.99):8.2f} "
-            f"{(lat[-1] * 1000 if lat else float('nan')):8.2f} {r['lost']:5d} "
-            f"{share:10.0%} {per_send:5.2f} ms {slowest * 1e3:12.1f} ms"
-        )
+        row(label, r["lat"], r["lost"], share, share * (t1 - t0) / r["sends"], slowest)
+    by_name = {name: sorted(x for r in rs for x in r["lat"]) for name, rs in rounds.items()}
+    if several:
+        print("\nall rounds together")
+        for name, rs in rounds.items():
+            walls = [r["window"][1] - r["window"][0] for r in rs]
+            cpu = sum(cpu_share(cpu_marks, r["window"]) * w for r, w in zip(rs, walls, strict=True))
+            wall = sum(walls)
+            lost = sum(r["lost"] for r in rs)
+            row(name, by_name[name], lost, cpu / wall, cpu / sum(r["sends"] for r in rs), None)
     if tracer is not None:
-        for r in results:
-            if r["record"] and r["name"].startswith(("pop", "webhook")):
-                tracer.report(r["name"], r["trace"])
+        for name, rs in rounds.items():
+            if name.startswith(("pop", "webhook")):
+                tracer.report(name, [t for r in rs for t in r["trace"]])
     for rate in (100, 300):
-        bare = by_name.get(f"bare push {rate}/s")
+        bare_name = f"bare push {rate}/s"
         for name in (f"pop {rate}/s", f"webhook calls {rate} events/s"):
-            if bare and name in by_name:
-                pop = by_name[name]
-                print(
-                    f"{name} / bare push: p50 x{pct(pop, 0.5) / pct(bare, 0.5):.1f}, "
-                    f"p99 x{pct(pop, 0.99) / pct(bare, 0.99):.1f}"
+            if bare_name not in by_name or name not in by_name:
+                continue
+            pop, bare = by_name[name], by_name[bare_name]
+            line = (
+                f"{name} / bare push: p50 x{pct(pop, 0.5) / pct(bare, 0.5):.1f}, "
+                f"p99 x{pct(pop, 0.99) / pct(bare, 0.99):.1f}"
+            )
+            if several:  # each round's pair: how far the ratio moves with the machine
+                pairs = zip(rounds[name], rounds[bare_name], strict=False)
+                each = ", ".join(
+                    f"{pct(a['lat'], 0.99):.1f}/{pct(b['lat'], 0.99):.1f}" for a, b in pairs
                 )
+                line += f" (p99 ms, each round, pop/bare: {each})"
+            print(line)
     if broadcast_times:
         print(
             f"broadcast to {OPERATORS} sockets: {len(broadcast_times)} runs, loop time "
