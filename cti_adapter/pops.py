@@ -22,7 +22,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from cti_adapter.directory import Operator
 from engine import phones
 from engine.access import can_see_client
-from engine.clients import card_sync, match_rows_sync, summary, summary_row_sync
+from engine.card import card_sync
+from engine.clients import match_rows_sync, summary, summary_row_sync
 from engine.definitions import DefinitionCache
 from engine.models import Call, Client, User
 

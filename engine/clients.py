@@ -1,7 +1,6 @@
-"""Clients: creation (straight into the workflow), lookup by phone, and the card.
+"""Clients: creation (straight into the workflow), lookup by phone, and their summary.
 
-The card is what an operator sees on a screen pop; its one query per part keeps a pop
-to a handful of indexed reads.
+The card, what an operator sees on a screen pop, is ``engine/card.py``.
 """
 
 from __future__ import annotations
@@ -16,20 +15,9 @@ from sqlmodel import Session, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine import phones
-from engine.calendar import describe
-from engine.definitions import DefinitionCache, current_version
-from engine.errors import InvalidInput, NotFound
-from engine.followups.planner import client_timezone
-from engine.models import (
-    Call,
-    Client,
-    ClientNote,
-    ClientPhone,
-    FollowUp,
-    FollowUpStatus,
-    TransitionRecord,
-    User,
-)
+from engine.definitions import current_version
+from engine.errors import InvalidInput
+from engine.models import Client, ClientPhone, User
 from engine.runtime import Runtime
 from engine.storage.hot import HotQuery, connection_of
 
@@ -106,6 +94,7 @@ def find_by_phone_sync(session: Session, e164: str, limit: int = 10) -> list[Cli
 # running it costs neither statement construction nor ORM entity loading (measured: those
 # were most of a pop's CPU).
 _clients, _phones = Client.__table__, ClientPhone.__table__  # type: ignore[attr-defined]
+# What a pop shows of each client a number matches.
 _SUMMARY = (_clients.c.id, _clients.c.name, _clients.c.company, _clients.c.tier, _clients.c.state)
 _MATCHES = HotQuery(
     sa.select(*_SUMMARY)
@@ -145,139 +134,4 @@ def summary(client: Client) -> dict[str, object]:
         "company": client.company,
         "tier": client.tier,
         "state": client.state,
-    }
-
-
-async def card(
-    session: AsyncSession, cache: DefinitionCache, client_id: int, *, default_tz: str
-) -> dict[str, object]:
-    return await session.run_sync(lambda s: card_sync(s, cache, client_id, default_tz=default_tz))
-
-
-_users, _followups = User.__table__, FollowUp.__table__  # type: ignore[attr-defined]
-_calls, _history = Call.__table__, TransitionRecord.__table__  # type: ignore[attr-defined]
-_notes = ClientNote.__table__  # type: ignore[attr-defined]
-_CID = sa.bindparam("cid")
-# The client, its owner's name and its one pending follow-up (a unique index says one).
-_CARD_HEAD = HotQuery(
-    sa.select(
-        _clients,
-        _users.c.display_name.label("owner_name"),
-        _followups.c.id.label("fu_id"),
-        _followups.c.due_at.label("fu_due_at"),
-        _followups.c.kind.label("fu_kind"),
-        _followups.c.reason.label("fu_reason"),
-        _followups.c.escalation_level.label("fu_escalation_level"),
-        _followups.c.auto_event.label("fu_auto_event"),
-    )
-    .select_from(
-        _clients.outerjoin(_users, _users.c.id == _clients.c.owner_id).outerjoin(
-            _followups,
-            sa.and_(
-                _followups.c.client_id == _clients.c.id,
-                # Inline, not a bound parameter: SQLite uses the partial index
-                # ux_followups_one_pending only for a literal (139 µs -> 24 µs per card).
-                _followups.c.status == sa.literal_column(f"'{FollowUpStatus.PENDING.value}'"),
-            ),
-        )
-    )
-    .where(_clients.c.id == _CID)
-)
-_CARD_PHONES = HotQuery(
-    sa.select(_phones.c.e164, _phones.c.raw, _phones.c.label)
-    .where(_phones.c.client_id == _CID)
-    .order_by(_phones.c.id)
-)
-_CARD_CALLS = HotQuery(
-    sa.select(
-        _calls.c.id, _calls.c.direction, _calls.c.started_at, _calls.c.duration_s, _calls.c.outcome
-    )
-    .where(_calls.c.client_id == _CID)
-    .order_by(_calls.c.started_at.desc())
-    .limit(5)
-)
-_CARD_HISTORY = HotQuery(
-    sa.select(
-        _history.c.at, _history.c.event, _history.c.from_state, _history.c.to_state,
-        _history.c.note,
-    )
-    .where(_history.c.client_id == _CID)
-    .order_by(_history.c.id.desc())
-    .limit(10)
-)  # fmt: skip
-_CARD_NOTES = HotQuery(
-    sa.select(_notes.c.at, _notes.c.text)
-    .where(_notes.c.client_id == _CID)
-    .order_by(_notes.c.id.desc())
-    .limit(10)
-)
-
-
-def card_sync(
-    session: Session | Connection, cache: DefinitionCache, client_id: int, *, default_tz: str
-) -> dict[str, object]:
-    """The operator's card. Synchronous, so the screen pop can build it in one worker-thread
-    hop (Database.read); the async API runs the same code through ``run_sync``. Five
-    prebuilt Core selects, no entities: this is the screen pop's hot path."""
-    conn = connection_of(session)
-    params = {"cid": client_id}
-    client = _CARD_HEAD.first(conn, params)
-    if client is None:
-        raise NotFound(f"client {client_id} does not exist")
-    defn = cache.get_sync(conn, client.workflow_version_id)
-    numbers = _CARD_PHONES.rows(conn, params)
-    # client_timezone reads only .timezone: the row has it.
-    tz = client_timezone(client, numbers[0].e164 if numbers else None, default_tz)  # type: ignore[arg-type]
-    calls = _CARD_CALLS.rows(conn, params)
-    history = _CARD_HISTORY.rows(conn, params)
-    notes = _CARD_NOTES.rows(conn, params)
-    state = defn.states.get(client.state)
-    followup = None
-    if client.fu_id is not None:
-        followup = {
-            "id": client.fu_id,
-            "due_at": client.fu_due_at.isoformat(),
-            "when": describe(client.fu_due_at, tz),
-            "kind": client.fu_kind,
-            "reason": client.fu_reason,
-            "escalation_level": client.fu_escalation_level,
-            "automatic": client.fu_auto_event is not None,
-        }
-    return {
-        **summary(client),  # type: ignore[arg-type]
-        "email": client.email,
-        "timezone": tz,
-        "segment_class": client.segment_class,
-        "custom": client.custom,
-        "source": client.source,
-        "do_not_call": client.do_not_call,
-        "revision": client.revision,
-        "state_title": state.title if state else client.state,
-        "owner": client.owner_name,
-        "phones": [{"e164": p.e164, "raw": p.raw, "label": p.label} for p in numbers],
-        "script": state.script if state else "",
-        "checklist": list(state.checklist) if state else [],
-        "events": defn.operator_events_from(client.state) if state else [],
-        "next_followup": followup,
-        "calls": [
-            {
-                "id": c.id,
-                "direction": c.direction,
-                "started_at": c.started_at.isoformat(),
-                "duration_s": c.duration_s,
-                "outcome": c.outcome,
-            }
-            for c in calls
-        ],
-        "history": [
-            {
-                "at": h.at.isoformat(),
-                "event": h.event,
-                "from": h.from_state,
-                "to": h.to_state,
-                "note": h.note,
-            }
-            for h in history
-        ],
-        "notes": [{"at": n.at.isoformat(), "text": n.text} for n in notes],
     }

@@ -15,7 +15,7 @@ from sqlalchemy import text
 from sqlmodel import col, select
 
 from engine.bus import LocalBus
-from engine.clients import card
+from engine.card import card
 from engine.clock import FakeClock
 from engine.definitions import DefinitionCache, publish
 from engine.followups.check import Violation

@@ -8,9 +8,11 @@ booleans as booleans, the pending follow-up found through its partial index.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from engine.clients import NewClient, card, card_sync, match_rows_sync, summary_row_sync
+from engine.card import card, card_sync
+from engine.clients import NewClient, match_rows_sync, summary_row_sync
+from engine.models import Call, ClientNote
 from engine.runtime import EventRequest
 from engine.service import Tierline
 from tests.integration.helpers import make_user
@@ -29,6 +31,23 @@ async def _client(tl: Tierline) -> int:
     )
     assert client.id is not None
     await tl.apply(EventRequest(client_id=client.id, event="no_answer", actor=owner, note="busy"))
+    await tl.apply(EventRequest(client_id=client.id, event="call_back", actor=owner, note="later"))
+    # Several calls and notes, so the card's lists show their order; a time with no
+    # microseconds prints without them, one with prints all six digits.
+    base = datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
+    async with tl.db.transaction() as session:
+        for n, (minutes, micro) in enumerate([(5, 0), (50, 123456), (20, 500)]):
+            at = base + timedelta(minutes=minutes, microseconds=micro)
+            session.add(
+                Call(
+                    pbx_call_id=f"hot{n}", extension="401", direction="inbound",
+                    client_id=client.id, number="+79164440001", status="ended", started_at=at,
+                    duration_s=60 * n, outcome=["no_answer", None, "call_back"][n],
+                )
+            )  # fmt: skip
+            session.add(
+                ClientNote(client_id=client.id, author_id=owner.id, at=at, text=f'«note» {n} "q"')
+            )
     return client.id
 
 
@@ -48,8 +67,42 @@ async def test_raw_card_equals_the_sqlalchemy_card(tl: Tierline) -> None:
     due = datetime.fromisoformat(str(followup["due_at"]))
     assert due.tzinfo is not None and due.utcoffset() == UTC.utcoffset(due)
     history = raw["history"]
-    assert isinstance(history, list) and history[0]["event"] == "no_answer"
-    assert history[0]["note"] == "busy"
+    assert isinstance(history, list)
+    assert [(h["event"], h["note"]) for h in history][:2] == [
+        ("call_back", "later"),
+        ("no_answer", "busy"),
+    ]
+    # Newest first; the last calls by their start, the notes as written.
+    assert [c["started_at"] for c in raw["calls"]] == [  # type: ignore[union-attr]
+        "2026-11-23T10:20:00.123456+00:00",
+        "2026-11-23T09:50:00.000500+00:00",
+        "2026-11-23T09:35:00+00:00",
+    ]
+    assert [c["outcome"] for c in raw["calls"]] == [None, "call_back", "no_answer"]  # type: ignore[union-attr]
+    assert [n["text"] for n in raw["notes"]] == [  # type: ignore[union-attr]
+        '«note» 2 "q"', '«note» 1 "q"', '«note» 0 "q"',
+    ]  # fmt: skip
+
+
+async def test_one_statement_card_equals_the_card_of_five(tl: Tierline) -> None:
+    """On SQLite's hot path the card is one statement; the same connection reading it as the
+    head and four selects (as PostgreSQL does) gives the same card."""
+    from engine import card as card_module
+
+    client_id = await _client(tl)
+    tz = tl.settings.timezone
+
+    def both(conn):  # type: ignore[no-untyped-def]
+        one = card_sync(conn, tl.cache, client_id, default_tz=tz)
+        head = card_module._CARD_HEAD.first(conn, {"cid": client_id})
+        lists = [part.query.rows(conn, {"cid": client_id}) for part in card_module._LISTS]
+        defn = tl.cache.get_sync(conn, head.workflow_version_id)
+        return one, card_module._card(head, *lists, defn, tz), conn.dialect.driver
+
+    one, five, driver = await tl.db.read(both)
+    assert one == five
+    if tl.db.is_sqlite:
+        assert driver == "pysqlite"  # the one-statement path is the one that ran
 
 
 async def test_raw_matches_and_summary_rows(tl: Tierline) -> None:

@@ -12,7 +12,7 @@ from sqlmodel import col, or_, select
 
 from cti_adapter.dialer import Dialer
 from engine.access import ensure_client_visible
-from engine.clients import card
+from engine.card import card
 from engine.errors import InvalidInput, NotFound
 from engine.models import Call, Client
 from web.api.session import read_json

@@ -17,7 +17,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine import phones
 from engine.access import ensure_client_visible, refuse
-from engine.clients import NewClient, card, summary
+from engine.card import card
+from engine.clients import NewClient, summary
 from engine.definitions import current_version
 from engine.errors import InvalidInput, NotFound
 from engine.explain import explain_next_call
