@@ -99,3 +99,44 @@ async def test_concurrent_first_asks_all_get_the_answer(tl: Tierline) -> None:
     directory = OperatorDirectory(tl.db, ttl=60, now=Clock())
     found = await asyncio.gather(*(directory.by_extension("101") for _ in range(5)))
     assert {op.id for op in found if op is not None} == {olga.id} and None not in found
+
+
+async def test_a_big_refresh_is_read_in_short_batches(tl: Tierline) -> None:
+    """The refresh shares the pops' reader lane, which runs one call at a time: however many
+    extensions are stale, no single read holds it for all of them."""
+    async with tl.db.engine.begin() as conn:
+        await conn.execute(
+            USERS.insert(),
+            [
+                {
+                    "username": f"op{i}", "display_name": f"Op {i}", "password_hash": "x",
+                    "role": "operator", "tier": "cold", "extension": str(2000 + i),
+                    "active": True, "norms": {}, "created_at": tl.clock.now(),
+                }
+                for i in range(250)
+            ],
+        )  # fmt: skip
+    clock = Clock()
+    directory = OperatorDirectory(tl.db, ttl=60, now=clock)
+    directory.REFRESH_BATCH = 100
+    for i in range(250):
+        await directory.by_extension(str(2000 + i))
+    read, sizes = tl.db.read, []
+
+    async def counted(fn):  # type: ignore[no-untyped-def]
+        sizes.append(len(directory._stale))  # what is still waiting when each read starts
+        return await read(fn)
+
+    tl.db.read = counted  # type: ignore[method-assign]
+    try:
+        await _set(tl, "op7", tier="sales")
+        clock.now += 61
+        for i in range(250):
+            await directory.by_extension(str(2000 + i))
+        await _refreshed(directory)
+    finally:
+        tl.db.read = read  # type: ignore[method-assign]
+
+    assert sizes == [150, 50, 0]  # three reads: 100, 100, 50
+    assert (await directory.by_extension("2007")).tier == "sales"  # type: ignore[union-attr]
+    assert None not in [await directory.by_extension(str(2000 + i)) for i in range(250)]
