@@ -45,15 +45,16 @@ class HotQuery:
         self.keys = list(keys) if keys is not None else None
         self._sqlite: _Compiled | None = None
 
-    def execute(self, conn: Connection, params: Mapping[str, Any]) -> None:
-        """Run a statement whose result is not wanted (an UPDATE, an INSERT without RETURNING)."""
+    def execute(self, conn: Connection, params: Mapping[str, Any]) -> int:
+        """Run a statement whose rows are not wanted (an UPDATE, an INSERT without
+        RETURNING); returns how many rows it changed."""
         if conn.dialect.driver != "pysqlite":
-            conn.execute(self.stmt, dict(params))
-            return
+            return conn.execute(self.stmt, dict(params)).rowcount
         compiled = self._sqlite or self._compile(conn.dialect)
-        conn.connection.driver_connection.execute(  # type: ignore[union-attr]
+        cursor = conn.connection.driver_connection.execute(  # type: ignore[union-attr]
             compiled.sql, compiled.params(params)
         )
+        return cursor.rowcount
 
     def rows(self, conn: Connection, params: Mapping[str, Any]) -> list[Any]:
         if conn.dialect.driver != "pysqlite":  # PostgreSQL, or aiosqlite under run_sync

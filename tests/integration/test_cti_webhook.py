@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from sqlmodel import func, select
 
-from cti_adapter.webhook import MAX_BODY_BYTES, SIGNATURE_HEADER, sign
+from cti_adapter.pipeline import CtiPipeline
+from cti_adapter.webhook import MAX_BODY_BYTES, SIGNATURE_HEADER, parse_events, sign
 from engine.models import Call, CallEventRecord
 from tests.integration.helpers import make_client, make_user
 
@@ -74,6 +76,24 @@ async def test_a_repeated_event_is_accepted_and_recorded_once(web_client, tl) ->
     async with tl.db.session() as s:
         kinds = sorted(r.event for r in await s.exec(select(CallEventRecord)))
     assert kinds == ["answered", "ringing"]
+
+
+@pytest.mark.parametrize("pop_before_commit", [True, False])
+async def test_a_repeat_is_no_news(tl, pop_before_commit: bool) -> None:
+    """What the log path counts as recorded drives the call states (and, popping after the
+    commit, the pops): a repeated delivery must count as nothing new."""
+    await make_user(tl, "olga", extension="101")
+    await make_client(tl, "Ivan Petrov", "+7 916 123-45-67")
+    pipeline = CtiPipeline(tl, pop_before_commit=pop_before_commit)
+    delivery = json.dumps([event(), event("answered")]).encode()
+
+    first = await pipeline.handle(parse_events(delivery))
+    again = await pipeline.handle(parse_events(delivery))  # the PBX sent it twice
+
+    assert (first.recorded, first.pops, first.states) == (2, 1, 1)
+    # A ringing popped ahead of the commit pops again (each socket drops the second);
+    # after the commit, only what was new pops.
+    assert (again.recorded, again.pops, again.states) == (0, int(pop_before_commit), 0)
 
 
 async def test_answer_and_hangup_update_the_call(web_client, tl) -> None:
