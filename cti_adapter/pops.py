@@ -58,6 +58,7 @@ def lookup_sync(
 ) -> Lookup:
     """The clients a number belongs to. A call already linked to a client (click-to-dial,
     the operator's choice) shows that client whatever else shares the number."""
+    searched = None
     if linked_client_id is None and _E164.match(raw):
         # Many trunks send E.164 already. A stored number is canonical (normalize wrote it),
         # so one equal to ``raw`` proves ``raw`` is its own normal form: no parse (~40 µs,
@@ -65,6 +66,7 @@ def lookup_sync(
         rows = match_rows_sync(session, raw, limit=MAX_MATCHES)
         if rows:
             return Lookup(raw, raw, rows)
+        searched = raw
     e164 = try_normalize(raw, region) if raw.strip() else None
     number = e164 or raw
     if linked_client_id is not None:
@@ -73,6 +75,8 @@ def lookup_sync(
             return Lookup(number, e164, [linked])
     if e164 is None:
         return Lookup(number, None, [])
+    if e164 == searched:  # an unknown caller: the same search again would find nobody again
+        return Lookup(number, e164, [])
     return Lookup(number, e164, match_rows_sync(session, e164, limit=MAX_MATCHES))
 
 

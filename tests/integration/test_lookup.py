@@ -17,6 +17,7 @@ from cti_adapter.events import CallEvent, CallEventType, Direction
 from cti_adapter.pipeline import CtiPipeline
 from cti_adapter.pops import Lookup, lookup_sync
 from engine import phones
+from engine.clients import match_rows_sync
 from engine.models import Call
 from engine.service import Tierline
 from tests.integration.helpers import make_client, make_user
@@ -68,22 +69,36 @@ async def test_a_stored_e164_number_is_found_without_a_parse(
 
 
 @pytest.mark.parametrize(
-    ("raw", "number", "e164"),
+    ("raw", "number", "e164", "searches"),
     [
-        ("+79161112233", "+79161112233", "+79161112233"),  # valid, nobody's
-        ("+70001234567", "+70001234567", None),  # E.164-shaped, not a valid number
-        ("+7916123456789012", "+7916123456789012", None),  # too long to be E.164
+        ("+79161112233", "+79161112233", "+79161112233", 1),  # valid, nobody's
+        ("+70001234567", "+70001234567", None, 1),  # E.164-shaped, not a valid number
+        ("+7916123456789012", "+7916123456789012", None, 0),  # too long to be E.164
+        ("8 916 111-22-33", "+79161112233", "+79161112233", 1),  # the long way
     ],
 )
 async def test_an_unknown_number_is_answered_as_the_parse_would(
-    tl: Tierline, raw: str, number: str, e164: str | None
+    tl: Tierline,
+    raw: str,
+    number: str,
+    e164: str | None,
+    searches: int,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     await make_client(tl, "Ivan Petrov", "+7 916 123-45-67")
+    searched: list[str] = []
 
+    def counted(conn, e164: str, limit: int = 10):  # type: ignore[no-untyped-def]
+        searched.append(e164)
+        return match_rows_sync(conn, e164, limit)
+
+    monkeypatch.setattr(pops_module, "match_rows_sync", counted)
     found = await _lookup(tl, raw)
 
     assert found == Lookup(number, e164, [])
     assert phones.try_normalize(raw, "RU") == e164
+    # An unknown caller costs one search at most, as before the E.164 shortcut.
+    assert len(searched) == searches
 
 
 async def test_a_linked_call_shows_its_client_whatever_the_number(tl: Tierline) -> None:
