@@ -20,12 +20,11 @@ no statement construction per card.
 from __future__ import annotations
 
 import json
-from collections import namedtuple
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.engine import Connection
 from sqlmodel import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -85,33 +84,21 @@ class _List:
     """One of the card's lists: its own select, or a JSON column of the one-statement head."""
 
     def __init__(self, name: str, select: sa.Select) -> None:
-        self.name = name
         self.query = HotQuery(select)
-        columns = list(select.selected_columns)
-        self.row = namedtuple(f"Card{name.title()}Row", [c.key for c in columns])  # type: ignore[misc]
-        self._types = [c.type for c in columns]
-        self._processors: dict[str, list[Callable[[Any], Any] | None]] = {}
+        self.json_key = f"{name}_json"
         inner = select.subquery()
         # An empty list is '[]'. The LIMITed subquery feeds the aggregate in its ORDER BY
         # order (the test compares both ways on lists of several rows).
         self.json_column = (
             sa.select(sa.func.json_group_array(sa.func.json_array(*inner.c)))
             .scalar_subquery()
-            .label(f"{name}_json")
+            .label(self.json_key)
         )
 
-    def decode(self, text: str, dialect: Dialect) -> list[Any]:
-        """Rows from the JSON array, each value converted as SQLAlchemy converts the column
-        (a datetime's text to an aware UTC datetime)."""
-        processors = self._processors.get(dialect.name)
-        if processors is None:
-            processors = [t._cached_result_processor(dialect, None) for t in self._types]
-            self._processors[dialect.name] = processors
-        make = self.row._make
-        return [
-            make(v if fn is None else fn(v) for fn, v in zip(processors, values, strict=True))
-            for values in json.loads(text)
-        ]
+    def decode(self, conn: Connection, head: Any) -> list[Any]:
+        """The list's rows from its JSON column in ``head``, each value converted as the
+        select's own rows would be (a datetime's text to an aware UTC datetime)."""
+        return self.query.convert(conn, json.loads(getattr(head, self.json_key)))
 
 
 _PHONES = _List(
@@ -169,7 +156,7 @@ def card_sync(
     if client is None:
         raise NotFound(f"client {client_id} does not exist")
     if one:
-        lists = [part.decode(getattr(client, f"{part.name}_json"), conn.dialect) for part in _LISTS]
+        lists = [part.decode(conn, client) for part in _LISTS]
     else:
         lists = [part.query.rows(conn, params) for part in _LISTS]
     return _card(client, *lists, cache.get_sync(conn, client.workflow_version_id), default_tz)

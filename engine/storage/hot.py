@@ -14,7 +14,7 @@ small, and aiosqlite (the async API's reads through ``run_sync``) is not the hot
 from __future__ import annotations
 
 from collections import namedtuple
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,13 +63,12 @@ class HotQuery:
         cursor = conn.connection.driver_connection.execute(  # type: ignore[union-attr]
             compiled.sql, compiled.params(params)
         )
-        make, processors = compiled.row._make, compiled.processors
-        if not any(processors):
-            return [make(raw) for raw in cursor.fetchall()]
-        return [
-            make(v if fn is None else fn(v) for fn, v in zip(processors, raw, strict=True))
-            for raw in cursor.fetchall()
-        ]
+        return _convert(compiled, cursor.fetchall())
+
+    def convert(self, conn: Connection, raw: Iterable[Sequence[Any]]) -> list[Any]:
+        """Rows as :meth:`rows` gives them, from the statement's column values read some other
+        way on SQLite (``engine/card.py``: a JSON array inside another statement's row)."""
+        return _convert(self._sqlite or self._compile(conn.dialect), raw)
 
     def first(self, conn: Connection, params: Mapping[str, Any]) -> Any | None:
         found = self.rows(conn, params)
@@ -97,6 +96,16 @@ class HotQuery:
         processors = tuple(c.type._cached_result_processor(dialect, None) for c in columns)
         self._sqlite = _Compiled(compiled.string, params, row, processors)
         return self._sqlite
+
+
+def _convert(compiled: _Compiled, raw: Iterable[Sequence[Any]]) -> list[Any]:
+    make, processors = compiled.row._make, compiled.processors
+    if not any(processors):
+        return [make(values) for values in raw]
+    return [
+        make(v if fn is None else fn(v) for fn, v in zip(processors, values, strict=True))
+        for values in raw
+    ]
 
 
 def connection_of(source: Session | Connection) -> Connection:
