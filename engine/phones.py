@@ -16,9 +16,12 @@ from phonenumbers import timezone as pn_timezone
 
 from engine.errors import InvalidInput
 
-__all__ = ["normalize", "region_of", "timezone_for", "timezones_for", "try_normalize"]
+__all__ = [
+    "looks_e164", "normalize", "region_of", "timezone_for", "timezones_for", "try_normalize",
+]  # fmt: skip
 
-_E164 = re.compile(r"^\+[1-9]\d{1,14}$")
+# ASCII digits to the very end: ``\d`` would take other scripts' digits, ``$`` a final newline.
+_E164 = re.compile(r"\+[1-9][0-9]{1,14}\Z")
 # phonenumbers' name for "no geographic region" (+800, +882, ...) and for "unknown".
 _NON_REGIONS = frozenset({"001", "ZZ"})
 _UNKNOWN_ZONE = "Etc/Unknown"
@@ -97,8 +100,14 @@ def try_normalize(raw: str, default_region: str) -> str | None:
         return None
 
 
+def looks_e164(text: str) -> bool:
+    """Whether ``text`` is written as E.164 ("+79161234567"); not whether it is a valid
+    number (that takes :func:`normalize`)."""
+    return _E164.match(text) is not None
+
+
 def _parse_e164(e164: str) -> PhoneNumber:
-    if not isinstance(e164, str) or not _E164.match(e164):
+    if not isinstance(e164, str) or not looks_e164(e164):
         raise InvalidInput(f"{e164!r} is not an E.164 number (expected e.g. +79161234567)")
     return phonenumbers.parse(e164, None)
 

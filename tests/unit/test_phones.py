@@ -7,7 +7,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.errors import InvalidInput
-from engine.phones import normalize, region_of, timezone_for, timezones_for, try_normalize
+from engine.phones import (
+    looks_e164,
+    normalize,
+    region_of,
+    timezone_for,
+    timezones_for,
+    try_normalize,
+)
 
 
 @pytest.mark.parametrize(
@@ -179,3 +186,19 @@ def test_lookups_refuse_anything_but_e164(bad: str) -> None:
         region_of(bad)
     with pytest.raises(InvalidInput, match=r"not an E\.164 number"):
         timezone_for(bad)
+
+
+@pytest.mark.parametrize(
+    ("text", "shaped"),
+    [
+        ("+79161234567", True),
+        ("+70001234567", True),  # the shape only: not a valid number
+        ("+7 916 123-45-67", False),
+        ("79161234567", False),
+        ("+09161234567", False),
+        ("+79161234567\n", False),
+        ("+٧٩١٦١٢٣٤٥٦٧", False),  # Arabic-Indic digits
+    ],
+)
+def test_looks_e164_is_the_written_shape_in_ascii(text: str, shaped: bool) -> None:
+    assert looks_e164(text) is shaped
