@@ -21,8 +21,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from cti_adapter.directory import Operator
 from engine import phones
 from engine.access import can_see_client
-from engine.card import card_sync
-from engine.clients import match_rows_sync, summary, summary_row_sync
+from engine.card import card_sync, match_cards_sync
+from engine.clients import summary, summary_row_sync
 from engine.definitions import DefinitionCache
 from engine.models import Call, Client, User
 
@@ -38,8 +38,8 @@ try_normalize = functools.lru_cache(maxsize=8192)(phones.try_normalize)
 class Lookup:
     number: str  # E.164, or the raw text when it is not a valid number
     e164: str | None
-    # Clients or plain rows with their summary columns (id, name, company, tier, state):
-    # a pop needs no more than that of each match.
+    # Clients or plain rows with (at least) their summary columns (id, name, company, tier,
+    # state): a pop needs no more than that of each match, except the one client's card.
     clients: Sequence[Any]
 
 
@@ -55,13 +55,14 @@ def lookup_sync(
     session: Session | Connection, raw: str, region: str, *, linked_client_id: int | None = None
 ) -> Lookup:
     """The clients a number belongs to. A call already linked to a client (click-to-dial,
-    the operator's choice) shows that client whatever else shares the number."""
+    the operator's choice) shows that client whatever else shares the number. On SQLite's
+    hot path the one client's row carries its card (``engine.card.match_cards_sync``)."""
     searched = None
     if linked_client_id is None and phones.looks_e164(raw):
         # Many trunks send E.164 already. A stored number is canonical (normalize wrote it),
         # so one equal to ``raw`` proves ``raw`` is its own normal form: no parse (~40 µs,
         # a third of a pop's lookup when the caller is not in the parse cache).
-        rows = match_rows_sync(session, raw, limit=MAX_MATCHES)
+        rows = match_cards_sync(session, raw, limit=MAX_MATCHES)
         if rows:
             return Lookup(raw, raw, rows)
         searched = raw
@@ -75,7 +76,7 @@ def lookup_sync(
         return Lookup(number, None, [])
     if e164 == searched:  # an unknown caller: the same search again would find nobody again
         return Lookup(number, e164, [])
-    return Lookup(number, e164, match_rows_sync(session, e164, limit=MAX_MATCHES))
+    return Lookup(number, e164, match_cards_sync(session, e164, limit=MAX_MATCHES))
 
 
 def restricted(client: Client) -> dict[str, object]:
@@ -116,7 +117,8 @@ def screen_pop_sync(
     if len(found.clients) == 1:
         only = found.clients[0]
         if can_see_client(viewer, only):
-            client = card_sync(session, cache, only.id, default_tz=default_tz)  # type: ignore[arg-type]
+            # On SQLite's hot path ``only`` carries the card already (match_cards_sync).
+            client = card_sync(session, cache, only.id, default_tz=default_tz, found=only)  # type: ignore[arg-type]
         else:
             client = restricted(only)
     elif found.clients:

@@ -105,6 +105,81 @@ async def test_one_statement_card_equals_the_card_of_five(tl: Tierline) -> None:
         assert driver == "pysqlite"  # the one-statement path is the one that ran
 
 
+async def test_a_pop_finds_the_caller_and_reads_the_card_in_one_statement(tl: Tierline) -> None:
+    """The screen pop's read (lookup, then card) gives the card read by the client's id; on
+    SQLite's hot path it is a single statement (each one costs the reader thread a round trip
+    for the GIL: engine/card.py)."""
+    from cti_adapter.directory import Operator
+    from cti_adapter.pops import lookup_sync, screen_pop_sync
+
+    client_id = await _client(tl)
+    tz = tl.settings.timezone
+    viewer = Operator(id=1, role="supervisor", tier=None, extension="999")
+
+    def pop(conn):  # type: ignore[no-untyped-def]
+        found = lookup_sync(conn, "+74951234567", "RU")
+        return screen_pop_sync(conn, tl.cache, viewer, "c1", found, default_tz=tz)
+
+    def traced(conn):  # type: ignore[no-untyped-def]
+        if conn.dialect.driver != "pysqlite":
+            return pop(conn), None
+        statements: list[str] = []
+        raw = conn.connection.driver_connection
+        raw.set_trace_callback(statements.append)
+        try:
+            return pop(conn), statements
+        finally:
+            raw.set_trace_callback(None)
+
+    await tl.db.read(pop)  # the workflow definition cached, as on every pop but the first
+    message, statements = await tl.db.read(traced)
+    by_id = await tl.db.read(lambda conn: card_sync(conn, tl.cache, client_id, default_tz=tz))
+    assert message["client"] == by_id
+    assert message["matches"] == [] and message["number"] == "+74951234567"
+    if tl.db.is_sqlite:
+        assert statements is not None and len(statements) == 1, statements
+
+
+async def test_a_shared_number_reads_heads_but_no_card(tl: Tierline) -> None:
+    """Two clients with one number: the pop lists both and reads neither's card lists."""
+    from cti_adapter.directory import Operator
+    from cti_adapter.pops import lookup_sync, screen_pop_sync
+    from engine.card import match_cards_sync
+
+    first = await _client(tl)
+    second = await tl.add_client(NewClient(name="Shared Line", phones=["+7 495 123-45-67"]))
+    alone = await tl.add_client(NewClient(name="Own Line", phones=["+7 916 555-00-02"]))
+    # One client with one number twice: one match, its card read by id.
+    twice = await tl.add_client(
+        NewClient(name="Twice", phones=["+7 916 555-00-03", "8 (916) 555-00-03"])
+    )
+    viewer = Operator(id=1, role="supervisor", tier=None, extension="999")
+
+    def read(conn):  # type: ignore[no-untyped-def]
+        shared = match_cards_sync(conn, "+74951234567", limit=10)
+        own = match_cards_sync(conn, "+79165550002", limit=10)
+        found = lookup_sync(conn, "+74951234567", "RU")
+        tz = tl.settings.timezone
+        pop = screen_pop_sync(conn, tl.cache, viewer, "c2", found, default_tz=tz)
+        found = lookup_sync(conn, "+79165550003", "RU")
+        pop_twice = screen_pop_sync(conn, tl.cache, viewer, "c3", found, default_tz=tz)
+        return shared, own, pop, pop_twice, card_sync(conn, tl.cache, twice.id, default_tz=tz)
+
+    shared, own, message, pop_twice, card_twice = await tl.db.read(read)
+    assert pop_twice["client"] == card_twice and card_twice["name"] == "Twice"
+    assert [p["e164"] for p in card_twice["phones"]] == ["+79165550003"] * 2  # type: ignore[union-attr]
+    assert [r.id for r in shared] == [first, second.id]
+    assert [r.id for r in own] == [alone.id]
+    assert message["client"] is None
+    assert [(m["id"], m["name"]) for m in message["matches"]] == [  # type: ignore[index]
+        (first, "Hot Card"),
+        (second.id, "Shared Line"),
+    ]
+    if tl.db.is_sqlite:  # the lists are read only for a number that is one client's
+        assert [r.phones_json for r in shared] == [None, None]
+        assert own[0].phones_json is not None
+
+
 async def test_raw_matches_and_summary_rows(tl: Tierline) -> None:
     client_id = await _client(tl)
     rows = await tl.db.read(lambda conn: match_rows_sync(conn, "+74951234567"))

@@ -17,7 +17,7 @@ from cti_adapter.events import CallEvent, CallEventType, Direction
 from cti_adapter.pipeline import CtiPipeline
 from cti_adapter.pops import Lookup, lookup_sync
 from engine import phones
-from engine.clients import match_rows_sync
+from engine.card import match_cards_sync
 from engine.models import Call
 from engine.service import Tierline
 from tests.integration.helpers import make_client, make_user
@@ -88,11 +88,11 @@ async def test_an_unknown_number_is_answered_as_the_parse_would(
     await make_client(tl, "Ivan Petrov", "+7 916 123-45-67")
     searched: list[str] = []
 
-    def counted(conn, e164: str, limit: int = 10):  # type: ignore[no-untyped-def]
+    def counted(conn, e164: str, *, limit: int):  # type: ignore[no-untyped-def]
         searched.append(e164)
-        return match_rows_sync(conn, e164, limit)
+        return match_cards_sync(conn, e164, limit=limit)
 
-    monkeypatch.setattr(pops_module, "match_rows_sync", counted)
+    monkeypatch.setattr(pops_module, "match_cards_sync", counted)
     found = await _lookup(tl, raw)
 
     assert found == Lookup(number, e164, [])
