@@ -677,6 +677,11 @@ async def run(
                 f"{name} lane: {waker.results:,} results handed back in {waker.wakeups:,} "
                 "wake-ups of the loop"
             )
+        urgency = tl.db.urgency
+        print(
+            f"writes that waited for a screen pop in flight: {urgency.yields:,}, "
+            f"{urgency.overruns:,} of them the whole {urgency.max_wait * 1000:.0f} ms"
+        )
         await runner.cleanup()
         await connector.close()
         await tl.stop()

@@ -3,7 +3,9 @@
 Two paths leave :meth:`CtiPipeline.handle`, side by side:
 
 - the pop path (ringing/dialing): the extension's operator, the clients with the number, the
-  card, a publish on the bus. Nothing else: no writes, so no lock can make a pop wait.
+  card, a publish on the bus. Nothing else: no writes, so no lock can make a pop wait; and
+  from its read to its push the database's writer thread starts no new transaction
+  (``engine/storage/urgency.py``).
 - the log path (``cti_adapter/call_log.py``): every event recorded once, and the ``calls``
   row per (call id, extension) created or updated, in group commits.
 
@@ -225,19 +227,22 @@ class CtiPipeline:
             return out
 
         sent = 0
-        for item in await tl.db.read(build):
-            if item is None:
-                continue
-            ev, user, found, message = item
-            fut = matched.get(ev.dedup_key)
-            if fut is not None and not fut.done():
-                only = found.clients[0].id if len(found.clients) == 1 else None
-                fut.set_result((only, found.e164))
-            try:
-                await tl.bus.publish(POPS_CHANNEL, addressed(user.id, message))  # type: ignore[arg-type]
-                sent += 1
-            except Exception:
-                log.exception("screen pop for call %s not pushed", ev.call_id)
+        # From the read to the push the writer thread starts no new transaction: its
+        # statements would take the GIL from this pop's thread and from the loop.
+        with tl.db.urgent():
+            for item in await tl.db.read(build):
+                if item is None:
+                    continue
+                ev, user, found, message = item
+                fut = matched.get(ev.dedup_key)
+                if fut is not None and not fut.done():
+                    only = found.clients[0].id if len(found.clients) == 1 else None
+                    fut.set_result((only, found.e164))
+                try:
+                    await tl.bus.publish(POPS_CHANNEL, addressed(user.id, message))  # type: ignore[arg-type]
+                    sent += 1
+                except Exception:
+                    log.exception("screen pop for call %s not pushed", ev.call_id)
         return sent
 
     async def _push_state(self, call: CallRow, state: str) -> bool:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,6 +23,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine.errors import Unavailable
 from engine.storage.lane import ThreadLane
+from engine.storage.urgency import Urgency
 
 T = TypeVar("T")
 
@@ -47,14 +48,22 @@ class Database:
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
         self._sync_engine: Engine | None = None
         # SQLite's hot-path reads and writes each run in one thread of their own (lane.py
-        # says why); writes apart, so a pop's read never waits behind a commit.
-        self._reads, self._writes = ThreadLane("tierline-db-read"), ThreadLane("tierline-db-write")
+        # says why); writes apart, so a pop's read never waits behind a commit. The writer
+        # starts nothing new while a screen pop is in flight (urgency.py says why).
+        self.urgency = Urgency()
+        self._reads = ThreadLane("tierline-db-read")
+        self._writes = ThreadLane("tierline-db-write", yields_to=self.urgency)
         self._sessions = async_sessionmaker(
             self.engine, class_=AsyncSession, expire_on_commit=False
         )
 
     def session(self) -> AsyncSession:
         return self._sessions()
+
+    def urgent(self) -> AbstractContextManager[None]:
+        """Around a screen pop, from its read to its push: meanwhile the writer thread starts
+        no new transaction (for a few milliseconds at most; urgency.py says why)."""
+        return self.urgency.urgent()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:

@@ -16,7 +16,9 @@ rather than through ``asyncio.to_thread``. Two reasons, both measured
   against 4.9 ms in back-to-back runs).
 
 A lane runs its calls in the order given, so a slow call delays the ones behind it: give a
-lane only short calls (indexed reads, one transaction), and long work its own thread.
+lane only short calls (indexed reads, one transaction), and long work its own thread. A lane
+made with ``yields_to`` waits before each call while urgent work is in flight (the writer,
+for screen pops: ``urgency.py``).
 
 Results go back to the loop through a :class:`_Waker`, one wake-up per burst: waking the loop
 (``call_soon_threadsafe``) writes to its self-pipe, and that ``send`` lets go of the GIL,
@@ -34,6 +36,8 @@ import threading
 import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
+
+from engine.storage.urgency import Urgency
 
 T = TypeVar("T")
 
@@ -84,8 +88,11 @@ _Job = tuple[Callable[[], Any], asyncio.Future[Any], _Waker]
 
 
 class ThreadLane:
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, yields_to: Urgency | None = None) -> None:
         self.name = name
+        # Before each call the thread waits while ``yields_to`` has urgent work in flight
+        # (urgency.py: the writer steps aside for screen pops).
+        self.yields_to = yields_to
         # The running thread and its own queue: a lane stopped and started again never lets
         # the old thread take the new one's calls.
         self._worker: tuple[threading.Thread, queue.SimpleQueue[_Job | None]] | None = None
@@ -123,7 +130,7 @@ class ThreadLane:
                     # A daemon: a lane left running (a database never disposed) must not
                     # keep the interpreter from exiting.
                     thread = threading.Thread(
-                        target=_work, args=(jobs,), name=self.name, daemon=True
+                        target=_work, args=(jobs, self.yields_to), name=self.name, daemon=True
                     )
                     thread.start()
                     worker = self._worker = (thread, jobs)
@@ -140,12 +147,14 @@ class ThreadLane:
         await asyncio.get_running_loop().run_in_executor(None, thread.join, 30)
 
 
-def _work(jobs: queue.SimpleQueue[_Job | None]) -> None:
+def _work(jobs: queue.SimpleQueue[_Job | None], yields_to: Urgency | None) -> None:
     while True:
         job = jobs.get()
         if job is None:
             return
         fn, done, waker = job
+        if yields_to is not None:
+            yields_to.wait_until_clear()
         if done.cancelled():  # the caller gave up while the call waited its turn
             continue
         try:

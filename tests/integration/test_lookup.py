@@ -142,3 +142,40 @@ async def test_the_call_log_takes_the_pops_findings(
     async with tl.db.engine.connect() as conn:
         row = (await conn.execute(sa.select(calls.c.number, calls.c.client_id))).one()
     assert (row.number, row.client_id) == ("+79161234567", ivan.id)
+
+
+async def test_a_pop_is_urgent_from_its_read_to_its_push(tl: Tierline) -> None:
+    """While a pop is read and pushed the writer thread starts nothing new (urgency.py); after
+    it, pushed or failed, writes go on."""
+    await make_user(tl, "olga", tier="cold", extension="101")
+    await make_client(tl, "Ivan Petrov", "+7 916 123-45-67")
+    pipeline = CtiPipeline(tl)
+    seen: list[tuple[str, int]] = []
+    tl.bus.subscribe(lambda ch, msg: seen.append((ch, tl.db.urgency.in_flight)))
+    during_read: list[int] = []
+
+    def ringing(call_id: str) -> CallEvent:
+        return CallEvent(
+            event=CallEventType.RINGING, call_id=call_id, direction=Direction.INBOUND,
+            from_number="+79161234567", to_number="7000", extension="101", at=tl.clock.now(),
+        )  # fmt: skip
+
+    await pipeline.directory.by_extension("101")  # read once, then cached
+    real_read = tl.db.read
+
+    async def read(fn):  # type: ignore[no-untyped-def]
+        during_read.append(tl.db.urgency.in_flight)
+        return await real_read(fn)
+
+    tl.db.read = read  # type: ignore[method-assign]
+    assert await pipeline.pop(ringing("c1")) == 1
+    assert during_read == [1] and seen == [("pops", 1)]
+    assert tl.db.urgency.in_flight == 0
+
+    async def broken(fn):  # type: ignore[no-untyped-def]
+        raise OSError("disk gone")
+
+    tl.db.read = broken  # type: ignore[method-assign]
+    with pytest.raises(OSError):
+        await pipeline.pop(ringing("c2"))
+    assert tl.db.urgency.in_flight == 0

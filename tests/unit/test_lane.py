@@ -12,6 +12,7 @@ from sqlalchemy import text
 
 from engine.storage.database import Database
 from engine.storage.lane import ThreadLane
+from engine.storage.urgency import Urgency
 
 
 async def test_calls_run_in_one_thread_in_the_order_given() -> None:
@@ -132,3 +133,52 @@ async def test_sqlite_reads_and_writes_each_have_their_own_thread(tmp_path: Path
     finally:
         await db.dispose()
     assert not reader.is_alive() and not writer.is_alive()
+
+
+async def test_a_yielding_lane_starts_nothing_while_urgent_work_is_in_flight() -> None:
+    urgency = Urgency(max_wait=30)  # longer than the test: only the end of the work frees it
+    lane = ThreadLane("test-lane", yields_to=urgency)
+    ran: list[str] = []
+    try:
+        await lane.run(lambda: ran.append("before"))  # the thread is up and idle
+        with urgency.urgent():
+            with urgency.urgent():  # two pops at once: the lane waits for both
+                call = asyncio.ensure_future(lane.run(lambda: ran.append("during")))
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(0.1)
+            assert ran == ["before"] and not call.done()
+        await asyncio.wait_for(call, 5)
+        assert ran == ["before", "during"]
+        assert (urgency.yields, urgency.overruns, urgency.in_flight) == (1, 0, 0)
+    finally:
+        await lane.stop()
+
+
+async def test_urgent_work_holds_a_lane_no_longer_than_max_wait() -> None:
+    urgency = Urgency(max_wait=0.05)
+    lane = ThreadLane("test-lane", yields_to=urgency)
+    try:
+        with urgency.urgent():  # never ends while the call waits
+            assert await asyncio.wait_for(lane.run(lambda: "went ahead"), 5) == "went ahead"
+        assert (urgency.yields, urgency.overruns) == (1, 1)
+    finally:
+        await lane.stop()
+
+
+async def test_an_urgent_section_ends_on_an_error(tmp_path: Path) -> None:
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'urgent.db'}")
+    try:
+        with pytest.raises(RuntimeError), db.urgent():
+            assert db.urgency.in_flight == 1
+            raise RuntimeError("the pop failed")
+        assert db.urgency.in_flight == 0
+        # Writes yield to pops, reads do not: a pop's own read must never wait for itself.
+        db.urgency.max_wait = 30  # longer than the test
+        with db.urgent():
+            assert await db.read(lambda c: "read") == "read"
+            write = asyncio.ensure_future(db.write(lambda c: "written"))
+            await asyncio.sleep(0.1)
+            assert not write.done()
+        assert await asyncio.wait_for(write, 5) == "written"
+    finally:
+        await db.dispose()
