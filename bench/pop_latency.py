@@ -182,11 +182,26 @@ def bench_routes(app: web.Application, state: dict[str, Any]) -> None:
     app.router.add_post("/bench/config", configure)
 
 
-async def cpu_sampler(marks: list[tuple[float, float]]) -> None:
-    """The server process's CPU time, every 0.1 s: what a phase cost it, per request."""
+Mark = tuple[float, float, int, int]  # wall, the server's CPU, the machine's steal and total
+
+
+async def cpu_sampler(marks: list[Mark]) -> None:
+    """The server process's CPU time, every 0.1 s: what a phase cost it, per request; and
+    the virtual machine's steal time: how much of it the hypervisor gave to someone else."""
     while True:
-        marks.append((time.perf_counter(), time.process_time()))
+        marks.append((time.perf_counter(), time.process_time(), *machine_steal()))
         await asyncio.sleep(0.1)
+
+
+def machine_steal() -> tuple[int, int]:
+    """(steal, all) ticks of every CPU of the machine since boot, from /proc/stat (Linux):
+    steal is time a virtual CPU wanted to run and the hypervisor ran something else."""
+    try:
+        with open("/proc/stat") as stat:
+            ticks = [int(x) for x in stat.readline().split()[1:9]]
+    except (OSError, ValueError, IndexError):
+        return 0, 0
+    return ticks[7], sum(ticks)
 
 
 def watch_writes(tl: Tierline) -> list[tuple[float, float]]:
@@ -206,12 +221,20 @@ def watch_writes(tl: Tierline) -> list[tuple[float, float]]:
     return log
 
 
-def cpu_share(marks: list[tuple[float, float]], window: tuple[float, float]) -> float:
+def cpu_share(marks: list[Mark], window: tuple[float, float]) -> float:
     inside = [m for m in marks if window[0] <= m[0] <= window[1]]
     if len(inside) < 2:
         return float("nan")
-    (t0, c0), (t1, c1) = inside[0], inside[-1]
+    (t0, c0, *_), (t1, c1, *_) = inside[0], inside[-1]
     return (c1 - c0) / (t1 - t0)
+
+
+def steal_ticks(marks: list[Mark], window: tuple[float, float]) -> tuple[int, int]:
+    """The machine's (steal, all) ticks over ``window``."""
+    inside = [m for m in marks if window[0] <= m[0] <= window[1]]
+    if len(inside) < 2:
+        return 0, 0
+    return inside[-1][2] - inside[0][2], inside[-1][3] - inside[0][3]
 
 
 async def broadcaster(app: web.Application, state: dict[str, Any], log: list[float]) -> None:
@@ -434,13 +457,21 @@ async def _drive(
 
 
 def row(
-    label: str, lat: list[float], lost: int, share: float, per_send: float, slowest: float | None
+    label: str,
+    lat: list[float],
+    lost: int,
+    share: float,
+    per_send: float,
+    steal: tuple[int, int],
+    slowest: float | None,
 ) -> None:
-    """One line of the report: latencies in seconds, sorted; CPU per send in seconds."""
+    """One line of the report: latencies in seconds, sorted; CPU per send in seconds; the
+    machine's steal and all ticks."""
+    stolen = steal[0] / steal[1] if steal[1] else float("nan")
     print(
         f"{label:46} {len(lat):6d} {pct(lat, 0.5):8.2f} {pct(lat, 0.99):8.2f} "
         f"{(lat[-1] * 1000 if lat else float('nan')):8.2f} {lost:5d} "
-        f"{share:10.0%} {per_send * 1e3:5.2f} ms"
+        f"{share:10.0%} {per_send * 1e3:5.2f} ms {stolen:6.1%}"
         + ("" if slowest is None else f" {slowest * 1e3:12.1f} ms")
     )
 
@@ -547,7 +578,7 @@ async def run(
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         caster = asyncio.create_task(broadcaster(app, state, broadcast_times))
-        cpu_marks: list[tuple[float, float]] = []
+        cpu_marks: list[Mark] = []
         writes = watch_writes(tl)
         sampler = asyncio.create_task(cpu_sampler(cpu_marks))
         gc_watch = GcWatch(census=gc_census).__enter__()
@@ -692,14 +723,15 @@ async def run(
         rounds.setdefault(r["name"], []).append(r)
     several = any(len(rs) > 1 for rs in rounds.values())
     head = f"{'phase':46} {'n':>6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'lost':>5}"
-    print(f"\n{head} {'server CPU':>10} {'per send':>8} {'slowest commit':>15}")
+    print(f"\n{head} {'server CPU':>10} {'per send':>8} {'steal':>6} {'slowest commit':>15}")
     for r in recorded:
         label = f"{r['name']} #{rounds[r['name']].index(r) + 1}" if several else r["name"]
         t0, t1 = r["window"]
         share = cpu_share(cpu_marks, r["window"])
         # Writes started in the phase or while its last pops drained (2 s at most).
         slowest = max((d for at, d in writes if t0 <= at <= t1 + 2), default=0.0)
-        row(label, r["lat"], r["lost"], share, share * (t1 - t0) / r["sends"], slowest)
+        steal = steal_ticks(cpu_marks, r["window"])
+        row(label, r["lat"], r["lost"], share, share * (t1 - t0) / r["sends"], steal, slowest)
     by_name = {name: sorted(x for r in rs for x in r["lat"]) for name, rs in rounds.items()}
     if several:
         print("\nall rounds together")
@@ -708,7 +740,10 @@ async def run(
             cpu = sum(cpu_share(cpu_marks, r["window"]) * w for r, w in zip(rs, walls, strict=True))
             wall = sum(walls)
             lost = sum(r["lost"] for r in rs)
-            row(name, by_name[name], lost, cpu / wall, cpu / sum(r["sends"] for r in rs), None)
+            ticks = [steal_ticks(cpu_marks, r["window"]) for r in rs]
+            steal = (sum(t[0] for t in ticks), sum(t[1] for t in ticks))
+            sends = sum(r["sends"] for r in rs)
+            row(name, by_name[name], lost, cpu / wall, cpu / sends, steal, None)
     if tracer is not None:
         for name, rs in rounds.items():
             if name.startswith(("pop", "webhook")):
