@@ -13,8 +13,9 @@ PBX's ``202`` is late by that much at worst.
 Measured (``bench/pop_latency.py --only "webhook calls 300" --only "bare push 300/s"
 --rounds 2 --trace``, two runs each way, alternating): pop p99 5.8 and 6.3 ms yielding
 against 9.6 and 8.0 ms not; the slowest 1 % of pops spent 1.2 ms in the reader thread
-against 1.8–2.2 ms, and 0.6–0.8 ms getting back on the loop against 1.1–1.4 ms. About a
-quarter of the writes waited; 3–6 in 6,000 waited the whole 10 ms.
+against 1.8–2.2 ms, and 0.6–0.8 ms getting back on the loop against 1.1–1.4 ms. Of ~19,000
+writes 4 % waited, and 3–6 the whole 10 ms (full runs of every webhook phase: 7–13 % and
+4–67 of ~33,000).
 """
 
 from __future__ import annotations
