@@ -151,7 +151,8 @@ _E164 = sa.bindparam("e164")
 # Whether the number is one client's: only then is a card shown, so only then are the lists
 # read (a switchboard shared by ten clients reads ten heads, not ten cards). Phone rows, not
 # distinct clients (no temporary B-tree): a client holding the number twice gets no lists
-# here, and card_sync reads its card by id. Uncorrelated: SQLite runs it once per statement.
+# here, and card_sync reads its card by id. Uncorrelated: each of its four uses (one per
+# list) runs once per statement, an index probe, whatever the number of rows.
 _ONE_CLIENT = (
     sa.select(sa.func.count())
     .select_from(sa.select(_phones.c.id).where(_phones.c.e164 == _E164).limit(2).subquery())
