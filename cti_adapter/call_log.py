@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from datetime import datetime
+from enum import Enum
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -46,8 +47,16 @@ CallRow = SimpleNamespace
 # What the pop path learnt of a call's number: the one client it matched (or None) and the
 # number's E.164 (or None), so the log path neither parses nor searches it again.
 Hint = tuple[int | None, str | None]
+
+
+class _NotLookedUp(Enum):
+    UNKNOWN = "unknown"
+
+
 # "The pop path did not look this number up": the call log looks it up itself.
-UNKNOWN = object()
+UNKNOWN = _NotLookedUp.UNKNOWN
+# What the pop path hands the log path for one event.
+Found = Hint | Literal[_NotLookedUp.UNKNOWN]
 
 
 @dataclass
@@ -55,7 +64,7 @@ class _Batch:
     """One request's events waiting for the next group write."""
 
     events: list[CallEvent]
-    hints: dict[Key, Any]
+    hints: dict[Key, Found]
     operators: dict[str, Operator | None]
     now: datetime
     done: asyncio.Future[list[tuple[CallEvent, CallRow | None]]]
@@ -70,7 +79,7 @@ class CallLog:
         self._flusher: asyncio.Task[None] | None = None
 
     async def record(
-        self, events: list[CallEvent], hints: dict[Key, Any]
+        self, events: list[CallEvent], hints: dict[Key, Found]
     ) -> list[tuple[CallEvent, CallRow | None]]:
         """Queue ``events`` for the next group write and wait until it has committed."""
         now = self.tl.clock.now()
@@ -173,7 +182,7 @@ class CallLog:
         conn: Connection,
         ev: CallEvent,
         now: datetime,
-        hint: Any,
+        hint: Found,
         operators: dict[str, Operator | None],
     ) -> CallRow | None:
         at = ev.at or now
@@ -219,7 +228,7 @@ class CallLog:
         return None if row is None else SimpleNamespace(**row._asdict())
 
     def _create_call(
-        self, conn: Connection, ev: CallEvent, at: datetime, hint: Any, operator: Operator | None
+        self, conn: Connection, ev: CallEvent, at: datetime, hint: Found, operator: Operator | None
     ) -> None:
         if hint is UNKNOWN:
             e164 = try_normalize(ev.customer_number, self.tl.settings.default_region)

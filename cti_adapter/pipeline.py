@@ -30,12 +30,11 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from cti_adapter.call_log import POPPING, UNKNOWN, CallLog, CallRow, Key
+from cti_adapter.call_log import POPPING, UNKNOWN, CallLog, CallRow, Found, Key
 from cti_adapter.directory import Operator, OperatorDirectory
 from cti_adapter.events import CallEvent, CallEventType
 from cti_adapter.pops import (
@@ -82,7 +81,7 @@ class Started:
     events: list[CallEvent] = field(default_factory=list)  # repeats removed, in order given
     # One future per event popped ahead: what the pop found (a call_log.Hint), for the log
     # path.
-    matched: dict[Key, asyncio.Future[Any]] = field(default_factory=dict)
+    matched: dict[Key, asyncio.Future[Found]] = field(default_factory=dict)
     pops: list[asyncio.Task[int]] = field(default_factory=list)
 
     def extend(self, later: Started) -> None:
@@ -160,7 +159,9 @@ class CtiPipeline:
 
     # --- pop path -----------------------------------------------------------------------
 
-    async def _pops(self, events: list[CallEvent], matched: dict[Key, asyncio.Future[Any]]) -> int:
+    async def _pops(
+        self, events: list[CallEvent], matched: dict[Key, asyncio.Future[Found]]
+    ) -> int:
         """Pop ``events`` a few per database hop: a PBX batch of k ringing events (a ring
         group, a busy AMI stream) costs k/POPS_PER_HOP thread hops, not k, and the first
         pops of the batch still go out before the rest are built."""
@@ -179,7 +180,7 @@ class CtiPipeline:
                     fut.set_result(UNKNOWN)
         return sent
 
-    async def pop(self, ev: CallEvent, matched: asyncio.Future[Any] | None = None) -> int:
+    async def pop(self, ev: CallEvent, matched: asyncio.Future[Found] | None = None) -> int:
         """Look the caller up and push the pop to the extension's operator (0 if nobody).
 
         ``matched`` receives the one matching client's id (or None) and the number's E.164
@@ -188,7 +189,7 @@ class CtiPipeline:
         return await self.pop_many([ev], {ev.dedup_key: matched} if matched else {})
 
     async def pop_many(
-        self, events: list[CallEvent], matched: dict[Key, asyncio.Future[Any]]
+        self, events: list[CallEvent], matched: dict[Key, asyncio.Future[Found]]
     ) -> int:
         tl = self.tl
         region, tz, sent_at = tl.settings.default_region, tl.settings.timezone, tl.clock.now()
