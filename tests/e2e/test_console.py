@@ -79,10 +79,15 @@ async def test_known_caller_pops_card_and_outcome_schedules_next_call(
     await expect(page.get_by_test_id("call-state")).to_have_text("On the call")
     await expect(card.get_by_test_id("outcome")).to_be_hidden()
 
+    await expect(card.get_by_test_id("calls").locator("li")).to_have_count(0)
     await server.call_event("hangup", call_id, "8 (916) 555-01-01", "201")
     await expect(page.get_by_test_id("call-state")).to_have_text("Call ended")
     outcome = card.get_by_test_id("outcome")
     await expect(outcome).to_be_visible()
+    # The call just ended joins the card's last calls, the outcome box untouched.
+    await expect(card.get_by_test_id("calls").locator("li")).to_have_count(1)
+    await expect(card.get_by_test_id("calls")).to_contain_text("no outcome")
+    await expect(outcome.locator("button.outcome-btn").first).to_be_focused()
     for event in ("no_answer", "call_back", "not_interested"):
         await expect(outcome.locator(f'button[data-event="{event}"]')).to_be_visible()
 

@@ -368,10 +368,7 @@
 
     const calls = section("Last calls", "calls");
     const callList = el("ul", { class: "plain" });
-    (card.calls || []).forEach(function (c) {
-      callList.appendChild(el("li", null, T.formatTime(c.started_at), " · ", human(c.direction || ""),
-        " · ", formatDuration(c.duration_s), " · ", c.outcome ? human(c.outcome) : t("no outcome")));
-    });
+    (card.calls || []).forEach(function (c) { callList.appendChild(callItem(c)); });
     calls.body.appendChild(callList);
 
     const hist = section("History", "history");
@@ -404,6 +401,28 @@
       el("div", { class: "card-grid" },
         el("div", { class: "card-main" }, facts, buildOutcome(card), script.node, checklist.node),
         el("div", { class: "card-side" }, calls.node, hist.node, notes.node)));
+  }
+
+  function callItem(c) {
+    return el("li", null, T.formatTime(c.started_at), " · ", human(c.direction || ""),
+      " · ", formatDuration(c.duration_s), " · ", c.outcome ? human(c.outcome) : t("no outcome"));
+  }
+
+  /* The call that just ended is in the log now: list it among the card's last calls, and
+     leave the rest of the card (an outcome being chosen, a note being typed) as it is. */
+  async function refreshLastCalls(callId) {
+    const view = S.view;
+    if (!view || view.kind !== "card" || view.callId !== callId || !view.card) return;
+    let fresh;
+    try {
+      fresh = await T.api("GET", "/api/clients/" + encodeURIComponent(view.card.id));
+    } catch (err) {
+      return; // the list stays as it was; the call is logged whatever this page shows
+    }
+    const list = document.querySelector('#pop [data-testid="calls"] ul');
+    if (S.view !== view || !list) return; // the operator moved on meanwhile
+    T.clear(list);
+    (fresh.calls || []).forEach(function (c) { list.appendChild(callItem(c)); });
   }
 
   function buildOutcome(card) {
@@ -616,6 +635,7 @@
     if (S.view && S.view.callId === msg.call_id) {
       renderBanner();
       syncOutcomeVisibility();
+      if (msg.state === "hangup") refreshLastCalls(msg.call_id);
     }
     // A call that ended before anyone opened a card leaves nothing to record.
     if (msg.state === "hangup" && !call.pop && !(S.view && S.view.callId === msg.call_id)) {
