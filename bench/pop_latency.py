@@ -295,6 +295,7 @@ async def _drive(
     await ami.start()
     pending: dict[str, float] = {}
     latencies: list[float] = []
+    acks: list[float] = []  # each webhook request's wait for its 202 (the commit)
     traces: list[tuple[str, float, float]] = []  # (call id, sent, received)
     ws_session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
     http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200))
@@ -415,11 +416,13 @@ async def _drive(
 
     async def post_event(event: dict[str, str]) -> None:
         body = json.dumps(event).encode()
+        sent = time.perf_counter()
         async with http.post(
             base + "/cti/events", data=body, headers={SIGNATURE_HEADER: sign(SECRET, body)}
         ) as resp:
             if resp.status != 202:
                 print("  webhook answered", resp.status, await resp.text(), flush=True)
+            acks.append(time.perf_counter() - sent)
 
     results = []
     counter = 0
@@ -435,6 +438,7 @@ async def _drive(
                 prepare(counter + 1 + n)
         pending.clear()
         latencies.clear()
+        acks.clear()
         traces.clear()
         tasks = []
         start = time.perf_counter()
@@ -455,6 +459,7 @@ async def _drive(
             {
                 "name": phase["name"],
                 "lat": sorted(latencies),
+                "acks": sorted(acks),
                 "trace": list(traces),
                 "lost": len(pending),
                 "record": phase.get("record", True),
@@ -794,6 +799,13 @@ async def run(
                         f"with under {CALM_STEAL:.0%} steal"
                     )
             print(line)
+    for name, rs in rounds.items():
+        waits = sorted(x for r in rs for x in r["acks"])
+        if waits:  # what the PBX waits for: its events committed (pops go out before)
+            print(
+                f"{name}: the PBX's wait for 202, p50 {pct(waits, 0.5):.2f} ms, "
+                f"p99 {pct(waits, 0.99):.2f} ms, max {waits[-1] * 1000:.1f} ms"
+            )
     if broadcast_times:
         print(
             f"broadcast to {OPERATORS} sockets: {len(broadcast_times)} runs, loop time "
