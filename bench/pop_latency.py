@@ -223,11 +223,17 @@ def watch_writes(tl: Tierline) -> list[tuple[float, float]]:
     return log
 
 
-def cpu_share(marks: list[Mark], window: tuple[float, float]) -> float:
+def span(marks: list[Mark], window: tuple[float, float]) -> tuple[Mark, Mark] | None:
+    """The first and last samples inside ``window`` (None: fewer than two)."""
     inside = [m for m in marks if window[0] <= m[0] <= window[1]]
-    if len(inside) < 2:
+    return (inside[0], inside[-1]) if len(inside) >= 2 else None
+
+
+def cpu_share(marks: list[Mark], window: tuple[float, float]) -> float:
+    ends = span(marks, window)
+    if ends is None:
         return float("nan")
-    (t0, c0, *_), (t1, c1, *_) = inside[0], inside[-1]
+    (t0, c0, *_), (t1, c1, *_) = ends
     return (c1 - c0) / (t1 - t0)
 
 
@@ -248,10 +254,11 @@ def aim_met(pop: list[float], bare: list[float]) -> bool:
 
 def steal_ticks(marks: list[Mark], window: tuple[float, float]) -> tuple[int, int]:
     """The machine's (steal, all) ticks over ``window``."""
-    inside = [m for m in marks if window[0] <= m[0] <= window[1]]
-    if len(inside) < 2:
+    ends = span(marks, window)
+    if ends is None:
         return 0, 0
-    return inside[-1][2] - inside[0][2], inside[-1][3] - inside[0][3]
+    first, last = ends
+    return last[2] - first[2], last[3] - first[3]
 
 
 async def broadcaster(app: web.Application, state: dict[str, Any], log: list[float]) -> None:
