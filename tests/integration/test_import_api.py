@@ -138,3 +138,36 @@ async def test_shutdown_cancels_a_running_import_cleanly(
     assert status["status"] == "interrupted" and status["percent"] is None
     assert status["rows_done"] == job.committed_rows and not status["running"]
     assert 0 < job.committed_rows < 60_000  # committed batches stay; a re-upload resumes
+
+
+async def test_a_job_ending_while_its_status_is_read_is_not_reported_stopped(
+    tl: Tierline, client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The page polls while the answer says running; a stale "stopped" ended its polling.
+
+    The status reads the job's row, then its refused rows: here the import finishes in
+    between, as it can on a busy server, and the answer must still tell the page to ask
+    again (or say done) rather than "running, but no task" (= interrupted)."""
+    import web.api.imports as imports_api
+
+    await make_user(tl, "admin", "admin", None)
+    await sign_in(client, "admin")
+    lines = ["Name,Phone"] + [f"Client {i},+7 916 3{i:06d}" for i in range(5_000)]
+    resp = await client.post("/api/imports", data=form(("\n".join(lines) + "\n").encode()))
+    assert resp.status == 202, await resp.text()
+    job_id = (await resp.json())["job_id"]
+    imports = client.app[IMPORTS]
+    [task] = imports.tasks  # still running: only its first batch has committed
+    read_errors = imports_api.job_errors
+
+    async def errors_read_after_the_job_ends(*args, **kwargs):  # type: ignore[no-untyped-def]
+        rows = await read_errors(*args, **kwargs)
+        await asyncio.wait({task})  # its done-callbacks (which forget the job) run first
+        return rows
+
+    monkeypatch.setattr(imports_api, "job_errors", errors_read_after_the_job_ends)
+    body = await (await client.get(f"/api/imports/{job_id}")).json()
+    assert task.done() and job_id not in imports.by_job
+    assert body["status"] == "done" or body["running"], body
+    monkeypatch.undo()
+    assert (await wait_done(client, job_id))["status"] == "done"

@@ -197,12 +197,16 @@ def _log_failure(task: asyncio.Task[Any]) -> None:
 async def import_status(request: web.Request) -> web.Response:
     _, tl = await staff_only(request, "import.read")
     job_id = int(request.match_info["job_id"])
+    # Whether the task runs is read BEFORE the row: the task may commit "done" and leave
+    # while the row is read, and a row read as running beside a task seen as gone would
+    # tell the page the import had stopped, which ends its polling one step short.
+    live = request.app[IMPORTS].by_job.get(job_id)
+    task_running = live is not None and live.task is not None and not live.task.done()
     async with tl.db.session() as db:
         job = await db.get(ImportJob, job_id)
         if job is None:
             raise NotFound(f"there is no import {job_id}")
         errors = await job_errors(db, job_id, limit=ERROR_ROWS)
-    live = request.app[IMPORTS].by_job.get(job_id)
     running = job.status == ImportStatus.RUNNING
     total = job.file_size
     # How far into the file only the running task knows; a stopped job shows its rows.
@@ -218,7 +222,7 @@ async def import_status(request: web.Request) -> web.Response:
             "job_id": job.id,
             "file_name": job.file_name,
             "status": job.status,
-            "running": live is not None and live.task is not None and not live.task.done(),
+            "running": task_running,
             "rows_done": job.committed_rows,
             "bytes_read": bytes_read,
             "total_bytes": total,
