@@ -72,6 +72,8 @@ async def test_known_caller_pops_card_and_outcome_schedules_next_call(
     await expect(card.get_by_test_id("script")).to_contain_text("Do you have a minute?")
     await expect(card.locator(".checklist-item")).to_have_count(2)  # contact, diagnosis
     await expect(page.get_by_test_id("call-state")).to_have_text("Ringing")
+    # The PBX's E.164 is shown as the card writes that number, not as "+79165550101".
+    await expect(page.locator("#call-banner .banner-number")).to_have_text("+7 916 555-01-01")
     await expect(card.get_by_test_id("outcome")).to_be_hidden()
     await page.screenshot(path=screenshot_path("console-pop.png"))
 

@@ -570,6 +570,14 @@
     return t("Ringing");
   }
 
+  /* The PBX sends E.164 ("+79161234567"); the operator reads it as the card writes it
+     ("+7 916 123-45-67") when the card has that number. */
+  function shownNumber(call) {
+    const client = call.pop && call.pop.client;
+    const phone = client && (client.phones || []).find(function (p) { return p.e164 === call.number; });
+    return (phone && phone.raw) || call.number || "";
+  }
+
   function renderBanner() {
     const banner = $("call-banner");
     const callId = S.view && S.view.callId;
@@ -583,7 +591,7 @@
     banner.dataset.state = call.state;
     banner.dataset.callId = callId;
     banner.appendChild(el("strong", null, call.outbound ? t("Outgoing call") : t("Incoming call")));
-    banner.appendChild(el("span", { class: "banner-number" }, call.number || ""));
+    banner.appendChild(el("span", { class: "banner-number" }, shownNumber(call)));
     banner.appendChild(el("span", { class: "banner-state", "data-testid": "call-state" }, callLabel(call)));
     if (call.state === "hangup" && call.duration_s !== undefined) {
       banner.appendChild(el("span", null, formatDuration(call.duration_s)));
@@ -598,7 +606,7 @@
     if (popped.length < 2) return; // one call: the banner says it all
     S.calls.forEach(function (call, callId) {
       if (!call.pop) return;
-      const who = call.pop.client && !call.pop.client.restricted ? call.pop.client.name : call.number;
+      const who = call.pop.client && !call.pop.client.restricted ? call.pop.client.name : shownNumber(call);
       const current = S.view && S.view.callId === callId;
       strip.appendChild(el("button", {
         type: "button", class: "live-call call-" + call.state + (current ? " is-current" : ""),
