@@ -297,3 +297,20 @@ async def test_admin_manages_users_and_settings(page: Any, server: Server, admin
     await expect(settings.locator("input[name=ami_secret]")).to_have_value("********")
     assert "s3cret-never-shown" not in await page.content()
     no_script_errors(page)
+
+
+async def test_dashboard_times_are_24_hour_in_a_12_hour_locale(
+    browser: Any, server: Server
+) -> None:
+    """As on every other screen, and as the server writes "15:00 client time": an en-US
+    browser would otherwise say "05:04 AM" in one corner and "17:04" in the next."""
+    context = await browser.new_context(locale="en-US", timezone_id="America/New_York")
+    try:
+        page = await context.new_page()
+        await sign_in(page, server, "boss")
+        await page.wait_for_url("**/supervisor")
+        await expect(page.locator("#figures-updated")).to_have_text(
+            re.compile(r"^Updated \d\d:\d\d$")
+        )
+    finally:
+        await context.close()

@@ -176,9 +176,12 @@ window.Tierline = (function () {
     return new Date(utc).toISOString();
   }
 
-  /* The time now in zone tz, e.g. "17:42": 24-hour, as the server's "15:00 client time". */
-  function timeIn(tz) {
-    return new Date().toLocaleTimeString(locale, {
+  /* The time now in zone tz (the operator's own when tz is undefined), e.g. "17:42": 24-hour,
+     as the server's "15:00 client time" and formatTime's dates. */
+  function timeIn(tz, iso) {
+    const d = iso ? new Date(iso) : new Date();
+    if (isNaN(d.getTime())) return String(iso);
+    return d.toLocaleTimeString(locale, {
       timeZone: tz, hour: "2-digit", minute: "2-digit", hourCycle: "h23",
     });
   }

@@ -26,11 +26,7 @@ window.TierlineSupervisor = (function () {
   function $(id) { return document.getElementById(id); }
 
   function timeOf(iso) {
-    if (!iso) return "";
-    const d = new Date(iso);
-    return isNaN(d.getTime()) ? String(iso) : d.toLocaleTimeString(undefined, {
-      hour: "2-digit", minute: "2-digit",
-    });
+    return iso ? T.timeIn(undefined, iso) : "";
   }
 
   function reportOk() {
