@@ -56,6 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gc_watch import GcWatch
 from pop_trace import PopTrace
+from stalls import STALL_S, Stall, StallMeter, in_flight
 
 from cti_adapter.asterisk import AmiConfig, AmiConnector, CallTracker, FakeAmiServer
 from cti_adapter.asterisk.protocol import encode_message
@@ -492,16 +493,40 @@ def row(
     share: float,
     per_send: float,
     steal: tuple[int, int],
+    stalls: list[Stall],
     slowest: float | None,
 ) -> None:
     """One line of the report: latencies in seconds, sorted; CPU per send in seconds; the
-    machine's steal and all ticks."""
+    machine's steal and all ticks; its stalls (count, longest)."""
     stolen = steal_fraction(steal)
+    longest = max((st.seconds for st in stalls), default=0.0)
+    stood = f"{len(stalls)}, {longest * 1e3:.0f} ms" if stalls else "0"
     print(
         f"{label:46} {len(lat):6d} {pct(lat, 0.5):8.2f} {pct(lat, 0.99):8.2f} "
         f"{(lat[-1] * 1000 if lat else float('nan')):8.2f} {lost:5d} "
-        f"{share:10.0%} {per_send * 1e3:5.2f} ms {stolen:6.1%}"
+        f"{share:10.0%} {per_send * 1e3:5.2f} ms {stolen:6.1%} {stood:>10}"
         + ("" if slowest is None else f" {slowest * 1e3:12.1f} ms")
+    )
+
+
+def slow_in_stalls(rounds: list[dict], meter: StallMeter) -> str:
+    """How many of each round's slowest 1 % of pops were in flight while the machine stood
+    still: those a faster code path could not have saved."""
+    slow = caught = 0
+    for r in rounds:
+        lat = sorted(received - sent for _, sent, received in r["trace"])
+        if not lat:
+            continue
+        cut = lat[min(len(lat) - 1, int(0.99 * len(lat)))]
+        stalls = meter.within(r["window"])
+        for _, sent, received in r["trace"]:
+            if received - sent >= cut:
+                slow += 1
+                caught += in_flight(stalls, sent, received)
+    return (
+        f"of its slowest 1 % of pops, round by round, {caught} of {slow} were in flight "
+        f"during a machine stall (an idle {meter.priority} process woken "
+        f"{STALL_S * 1e3:.0f} ms late or more)"
     )
 
 
@@ -715,10 +740,13 @@ async def run(
         proc = mp.get_context("spawn").Process(
             target=drive, args=(port, ami_port, sockets, phases, sender)
         )
+        meter = StallMeter()
+        meter.start()
         proc.start()
         loop = asyncio.get_running_loop()
         results = await loop.run_in_executor(None, receiver.recv)
         await loop.run_in_executor(None, proc.join)
+        await loop.run_in_executor(None, meter.stop)
         caster.cancel()
         sampler.cancel()
         gc_watch.__exit__()
@@ -752,7 +780,10 @@ async def run(
         rounds.setdefault(r["name"], []).append(r)
     several = any(len(rs) > 1 for rs in rounds.values())
     head = f"{'phase':46} {'n':>6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'lost':>5}"
-    print(f"\n{head} {'server CPU':>10} {'per send':>8} {'steal':>6} {'slowest commit':>15}")
+    print(
+        f"\n{head} {'server CPU':>10} {'per send':>8} {'steal':>6} {'stalls':>10} "
+        f"{'slowest commit':>15}"
+    )
     for r in recorded:
         label = f"{r['name']} #{rounds[r['name']].index(r) + 1}" if several else r["name"]
         t0, t1 = r["window"]
@@ -760,7 +791,8 @@ async def run(
         # Writes started in the phase or while its last pops drained (2 s at most).
         slowest = max((d for at, d in writes if t0 <= at <= t1 + 2), default=0.0)
         steal = steal_ticks(cpu_marks, r["window"])
-        row(label, r["lat"], r["lost"], share, share * (t1 - t0) / r["sends"], steal, slowest)
+        per_send = share * (t1 - t0) / r["sends"]
+        row(label, r["lat"], r["lost"], share, per_send, steal, meter.within(r["window"]), slowest)
     by_name = {name: sorted(x for r in rs for x in r["lat"]) for name, rs in rounds.items()}
     if several:
         print("\nall rounds together")
@@ -772,7 +804,8 @@ async def run(
             ticks = [steal_ticks(cpu_marks, r["window"]) for r in rs]
             steal = (sum(t[0] for t in ticks), sum(t[1] for t in ticks))
             sends = sum(r["sends"] for r in rs)
-            row(name, by_name[name], lost, cpu / wall, cpu / sends, steal, None)
+            stalls = [st for r in rs for st in meter.within(r["window"])]
+            row(name, by_name[name], lost, cpu / wall, cpu / sends, steal, stalls, None)
     if tracer is not None:
         for name, rs in rounds.items():
             if name.startswith(("pop", "webhook")):
@@ -801,11 +834,19 @@ async def run(
                 if several:  # which rounds met it, and whether the machine was fair in them
                     met = [aim_met(a["lat"], b["lat"]) for a, b in pairs]
                     calm = [m for m, st in zip(met, stolen, strict=True) if st < CALM_STEAL]
+                    still = [
+                        m
+                        for m, pair in zip(met, pairs, strict=True)
+                        if not any(meter.within(r["window"]) for r in pair)
+                    ]
                     line += (
                         f"; met in {sum(met)} of {len(met)} rounds, {sum(calm)} of {len(calm)} "
-                        f"with under {CALM_STEAL:.0%} steal"
+                        f"with under {CALM_STEAL:.0%} steal, {sum(still)} of {len(still)} "
+                        f"without a machine stall"
                     )
             print(line)
+            if aimed:
+                print(f"  {slow_in_stalls(rounds[name], meter)}")
     for name, rs in rounds.items():
         waits = sorted(x for r in rs for x in r["acks"])
         if waits:  # what the PBX waits for: its events committed (pops go out before)
