@@ -196,6 +196,21 @@ def in_window(moment: datetime, tz: str, policy: CallingPolicy) -> bool:
     return opens <= moment < closes
 
 
+def last_window(now: datetime, tz: str, policy: CallingPolicy) -> tuple[datetime, datetime]:
+    """The calling window open at ``now``, cut at ``now``, or else the last one that closed:
+    (opens, until) in UTC. Calls that were due "earlier today" fall inside it."""
+    now = _utc(now, "now")
+    zone = _zone(tz)
+    day = now.astimezone(zone).date()
+    for _ in range(_SEARCH_DAYS):
+        if policy.is_workday(day):
+            opens, closes = _window(day, zone, policy)
+            if opens < now:
+                return opens, min(closes, now)
+        day -= timedelta(days=1)
+    raise ValueError(f"the calling policy allowed no call in {_SEARCH_DAYS} days back: {policy}")
+
+
 def _next_workday_after(day: date, policy: CallingPolicy) -> date:
     for _ in range(_SEARCH_DAYS):
         day += timedelta(days=1)

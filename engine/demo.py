@@ -13,6 +13,7 @@ from datetime import timedelta
 from sqlalchemy import func, update
 from sqlmodel import col, select
 
+from engine.calendar import last_window
 from engine.clients import NewClient, create_client
 from engine.definitions import current_version
 from engine.models import Client, FollowUp, FollowUpStatus, User
@@ -179,11 +180,15 @@ async def seed_demo(
                 )
             )
         ).all()
+        # Due inside the calling window, as the planner would have put them: started at
+        # night, the demo shows the evening's missed calls, not calls "due" at 03:00.
+        opens, until = last_window(now, tl.settings.timezone, tl.policy)
+        minutes = max(2, min(300, int((until - opens).total_seconds() // 60)))
         for fid in rng.sample(list(pending), k=len(pending) // 3):
             await session.exec(
                 update(FollowUp)  # type: ignore[call-overload]
                 .where(col(FollowUp.id) == fid)
-                .values(due_at=now - timedelta(minutes=rng.randrange(1, 300)))
+                .values(due_at=until - timedelta(minutes=rng.randrange(1, minutes)))
             )
     await _demo_day(tl, staff, rng)
     return DemoResult(created=True, password=password, clients=count)

@@ -10,11 +10,15 @@ import subprocess
 import sys
 import time
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sqlmodel import col, select
 
-from engine.demo import WOMEN
+from engine.calendar import in_window
+from engine.demo import WOMEN, seed_demo
+from engine.models import FollowUp, FollowUpStatus
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -73,8 +77,7 @@ def test_demo_department_and_a_simulated_call(demo_server):  # type: ignore[no-u
     # The README's simulated caller is a demo client cold1 (extension 101) may see in full.
     number = "+79161234567"
     owners = db.execute(
-        "select c.tier from clients c join client_phones p on p.client_id = c.id "
-        "where p.e164 = ?",
+        "select c.tier from clients c join client_phones p on p.client_id = c.id where p.e164 = ?",
         (number,),
     ).fetchall()
     assert owners == [("cold",)]
@@ -118,3 +121,21 @@ def test_demo_department_and_a_simulated_call(demo_server):  # type: ignore[no-u
     assert jar.open(signin, timeout=10).status == 200
     page = jar.open(url + "/console", timeout=10).read().decode()
     assert '"company_name": "Tierline Demo Ltd"' in page
+
+
+async def test_demo_overdue_calls_were_due_inside_the_calling_window(tl, clock) -> None:  # type: ignore[no-untyped-def]
+    """Started before the working day (05:00 in Moscow), the demo's overdue calls are the
+    last working day's, as the planner would have put them: none "due" at 03:00."""
+    clock.set(datetime(2026, 11, 24, 2, 0, tzinfo=UTC))  # Tuesday 05:00 Moscow
+    await seed_demo(tl, "demo-password", spread={"new": 40, "presentation": 20})
+    async with tl.db.session() as s:
+        dues = (
+            await s.exec(
+                select(FollowUp.due_at).where(
+                    col(FollowUp.status) == FollowUpStatus.PENDING,
+                    col(FollowUp.due_at) <= clock.now(),
+                )
+            )
+        ).all()
+    assert len(dues) >= 10  # a third of the calls are due already
+    assert all(in_window(due, tl.settings.timezone, tl.policy) for due in dues), sorted(dues)

@@ -12,6 +12,7 @@ from engine.calendar import (
     at_client_time,
     describe,
     in_window,
+    last_window,
     next_business_day_at,
     next_call_time,
 )
@@ -103,8 +104,9 @@ def test_policy_refuses_nonsense(kwargs: dict, message: str) -> None:
 def test_policy_accepts_plain_sets_and_stays_hashable() -> None:
     policy = CallingPolicy(workdays={0, 1}, holidays=[date(2026, 1, 1)])  # type: ignore[arg-type]
     assert policy.workdays == frozenset({0, 1}) and isinstance(policy.workdays, frozenset)
-    assert hash(policy) == hash(CallingPolicy(workdays=frozenset({1, 0}),
-                                              holidays=frozenset({date(2026, 1, 1)})))
+    assert hash(policy) == hash(
+        CallingPolicy(workdays=frozenset({1, 0}), holidays=frozenset({date(2026, 1, 1)}))
+    )
 
 
 # --- next_call_time -----------------------------------------------------------------------
@@ -331,8 +333,12 @@ def test_describe() -> None:
 
 ZONES = [MSK, VVO, NYC, LON, "Australia/Lord_Howe", "Asia/Kolkata", "America/Sao_Paulo"]
 DST_DAYS = [
-    utc(2026, 3, 8, 12), utc(2026, 11, 1, 12), utc(2026, 3, 29, 12), utc(2026, 10, 25, 12),
-    utc(2026, 4, 5, 12), utc(2026, 10, 4, 12),  # Lord Howe: half-hour DST
+    utc(2026, 3, 8, 12),
+    utc(2026, 11, 1, 12),
+    utc(2026, 3, 29, 12),
+    utc(2026, 10, 25, 12),
+    utc(2026, 4, 5, 12),
+    utc(2026, 10, 4, 12),  # Lord Howe: half-hour DST
 ]
 
 
@@ -376,8 +382,9 @@ def test_next_call_time_is_the_earliest_allowed_moment(
 
 
 def _changes_offset_near(day: date, zone: ZoneInfo) -> bool:
-    offsets = {datetime.combine(day + timedelta(days=i), time(0), zone).utcoffset()
-               for i in (-1, 0, 1, 2)}
+    offsets = {
+        datetime.combine(day + timedelta(days=i), time(0), zone).utcoffset() for i in (-1, 0, 1, 2)
+    }
     return len(offsets) > 1
 
 
@@ -398,8 +405,12 @@ def test_in_window_is_the_plain_wall_clock_rule_away_from_dst_changes(
 
 
 @settings(max_examples=200, deadline=None)
-@given(now=moments, tz=st.sampled_from(ZONES), policy=policies(),
-       at=st.times().map(lambda t: t.replace(second=0, microsecond=0)))
+@given(
+    now=moments,
+    tz=st.sampled_from(ZONES),
+    policy=policies(),
+    at=st.times().map(lambda t: t.replace(second=0, microsecond=0)),
+)
 def test_rescheduling_always_lands_in_the_window_and_ahead(
     now: datetime, tz: str, policy: CallingPolicy, at: time
 ) -> None:
@@ -410,3 +421,22 @@ def test_rescheduling_always_lands_in_the_window_and_ahead(
     assert in_window(follow_up, tz, policy)
     zone = ZoneInfo(tz)
     assert follow_up.astimezone(zone).date() > now.astimezone(zone).date()
+
+
+# --- the last window ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("now", "expected", "why"),
+    [
+        (utc(2026, 11, 23, 9), (utc(2026, 11, 23, 6), utc(2026, 11, 23, 9)), "open: cut at now"),
+        (utc(2026, 11, 23, 18), (utc(2026, 11, 23, 6), utc(2026, 11, 23, 17)), "closed today"),
+        (utc(2026, 11, 23, 2), (utc(2026, 11, 20, 6), utc(2026, 11, 20, 17)), "Monday 05:00"),
+        (utc(2026, 11, 23, 6), (utc(2026, 11, 20, 6), utc(2026, 11, 20, 17)), "opens this second"),
+        (utc(2026, 11, 28, 12), (utc(2026, 11, 27, 6), utc(2026, 11, 27, 17)), "a Saturday"),
+    ],
+)
+def test_last_window(now: datetime, expected: tuple[datetime, datetime], why: str) -> None:
+    assert last_window(now, MSK, DEFAULT) == expected, why
+    opens, until = expected
+    assert in_window(opens, MSK, DEFAULT) and in_window(until - timedelta(seconds=1), MSK, DEFAULT)
