@@ -13,14 +13,17 @@ import asyncio
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
+from functools import partial
 from types import SimpleNamespace
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import Insert as PgInsert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql import Executable
 
 from cti_adapter.directory import Operator, OperatorDirectory
 from cti_adapter.events import CallEvent, CallEventType
@@ -103,7 +106,7 @@ class CallLog:
                 group, self._queued = self._queued, []
                 results: list[Any]
                 try:
-                    results = await self.tl.db.write(lambda c, g=group: self._write(c, g))
+                    results = await self.tl.db.write(partial(self._write, group=group))
                 except Exception as exc:
                     if len(group) == 1:
                         results = [_as_error(exc)]
@@ -147,7 +150,7 @@ class CallLog:
 
     def _insert_records(
         self, conn: Connection, events: list[tuple[CallEvent, datetime]]
-    ) -> set[tuple[str, str, str]]:
+    ) -> set[Key]:
         if not events:
             return set()
         rows = [
@@ -172,7 +175,7 @@ class CallLog:
         # and no RETURNING: the count of rows it inserted says the same in one sqlite3 step
         # instead of two (each step a round trip for the GIL: engine/card.py says why).
         return {
-            (row["pbx_call_id"], row["event"], row["extension"])
+            cast(Key, (row["pbx_call_id"], row["event"], row["extension"]))
             for row in rows
             if stmt.execute(conn, row)
         }
@@ -271,11 +274,11 @@ class CallLog:
             insert = sqlite_insert if self.tl.db.is_sqlite else pg_insert
             records = CallEventRecord.__table__  # type: ignore[attr-defined]
             calls = Call.__table__  # type: ignore[attr-defined]
-            record = insert(records).on_conflict_do_nothing(
+            record: Executable = insert(records).on_conflict_do_nothing(
                 index_elements=["pbx_call_id", "event", "extension"]
             )
             if not self.tl.db.is_sqlite:
-                record = record.returning(
+                record = cast(PgInsert, record).returning(
                     records.c.pbx_call_id, records.c.event, records.c.extension
                 )
             self._inserts = (

@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -76,7 +77,7 @@ class OperatorDirectory:
             while self._stale:
                 wanted = list(self._stale)[: self.REFRESH_BATCH]
                 self._stale.difference_update(wanted)
-                found = await self.db.read(lambda s, w=wanted: _active_users(s, w))
+                found = await self.db.read(partial(_active_users, extensions=wanted))
                 expires = self._now() + self.ttl
                 for extension in wanted:
                     self._entries[extension] = (expires, found.get(extension))

@@ -240,7 +240,7 @@ class CtiPipeline:
                     only = found.clients[0].id if len(found.clients) == 1 else None
                     fut.set_result((only, found.e164))
                 try:
-                    await tl.bus.publish(POPS_CHANNEL, addressed(user.id, message))  # type: ignore[arg-type]
+                    await tl.bus.publish(POPS_CHANNEL, addressed(user.id, message))
                     sent += 1
                 except Exception:
                     log.exception("screen pop for call %s not pushed", ev.call_id)

@@ -15,7 +15,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.engine import Connection
-from sqlmodel import Session, select
+from sqlalchemy.orm import Session
+from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from cti_adapter.directory import Operator
@@ -118,7 +119,7 @@ def screen_pop_sync(
         only = found.clients[0]
         if can_see_client(viewer, only):
             # On SQLite's hot path ``only`` carries the card already (match_cards_sync).
-            client = card_sync(session, cache, only.id, default_tz=default_tz, found=only)  # type: ignore[arg-type]
+            client = card_sync(session, cache, only.id, default_tz=default_tz, found=only)
         else:
             client = restricted(only)
     elif found.clients:

@@ -159,7 +159,8 @@ def _type_name(value: object) -> str:
         return "boolean"
     if isinstance(value, int | float):
         return "number"
-    return {dict: "object", list: "array"}.get(type(value), type(value).__name__)
+    names: dict[type, str] = {dict: "object", list: "array"}
+    return names.get(type(value), type(value).__name__)
 
 
 def parse_events(body: bytes, *, max_events: int = 1000) -> list[CallEvent]:

@@ -124,7 +124,7 @@ async def launch(
     owners = report.operators.owners
     if report.called:
         await session.exec(
-            update(FollowUp)  # type: ignore[call-overload]
+            update(FollowUp)
             .where(col(FollowUp.client_id).in_(report.called), col(FollowUp.status) == "pending")
             .values(status=FollowUpStatus.CANCELLED, closed_at=now)
         )

@@ -28,7 +28,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
-from sqlmodel import Session
+from sqlalchemy.orm import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine.calendar import describe
@@ -54,7 +54,7 @@ _clients, _phones = Client.__table__, ClientPhone.__table__  # type: ignore[attr
 _users, _followups = User.__table__, FollowUp.__table__  # type: ignore[attr-defined]
 _calls, _history = Call.__table__, TransitionRecord.__table__  # type: ignore[attr-defined]
 _notes = ClientNote.__table__  # type: ignore[attr-defined]
-_CID = sa.bindparam("cid")
+_CID: sa.BindParameter[int] = sa.bindparam("cid")
 
 # The client, its owner's name and its one pending follow-up (a unique index says one).
 _HEAD_ROW = sa.select(
@@ -147,7 +147,7 @@ _LISTS = (_PHONES, _CALLS, _HISTORY, _NOTES)
 _CARD_HEAD = HotQuery(_HEAD)
 _CARD_ONE = HotQuery(_HEAD.add_columns(*(part.json.label(part.json_key) for part in _LISTS)))
 
-_E164 = sa.bindparam("e164")
+_E164: sa.BindParameter[str] = sa.bindparam("e164")
 # Whether the number is one client's: only then is a card shown, so only then are the lists
 # read (a switchboard shared by ten clients reads ten heads, not ten cards). Phone rows, not
 # distinct clients (no temporary B-tree): a client holding the number twice gets no lists
@@ -213,7 +213,9 @@ def card_sync(
         lists = [part.decode(conn, client) for part in _LISTS]
     else:
         lists = [part.query.rows(conn, params) for part in _LISTS]
-    return _card(client, *lists, cache.get_sync(conn, client.workflow_version_id), default_tz)
+    numbers, calls, history, notes = lists
+    defn = cache.get_sync(conn, client.workflow_version_id)
+    return _card(client, numbers, calls, history, notes, defn, default_tz)
 
 
 def _card(

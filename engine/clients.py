@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Session, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -76,7 +77,8 @@ async def create_client(
 
 
 async def find_by_phone(session: AsyncSession, e164: str, limit: int = 10) -> list[Client]:
-    return await session.run_sync(find_by_phone_sync, e164, limit)
+    # run_sync hands over AsyncSession's sync_session_class: sqlmodel's Session.
+    return await session.run_sync(lambda s: find_by_phone_sync(cast(Session, s), e164, limit))
 
 
 def find_by_phone_sync(session: Session, e164: str, limit: int = 10) -> list[Client]:
@@ -105,7 +107,7 @@ _MATCHES = HotQuery(
 )
 
 
-def match_rows_sync(session: Session | Connection, e164: str, limit: int = 10) -> list[Any]:
+def match_rows_sync(session: OrmSession | Connection, e164: str, limit: int = 10) -> list[Any]:
     """``find_by_phone_sync`` as plain rows (id, name, company, tier, state), distinct and
     ordered by id: what a screen pop needs, without loading entities."""
     rows = _MATCHES.rows(connection_of(session), {"e164": e164, "limit": limit})
@@ -121,7 +123,7 @@ def match_rows_sync(session: Session | Connection, e164: str, limit: int = 10) -
 _BY_ID = HotQuery(sa.select(*_SUMMARY).where(_clients.c.id == sa.bindparam("cid")))
 
 
-def summary_row_sync(session: Session | Connection, client_id: int) -> Any | None:
+def summary_row_sync(session: OrmSession | Connection, client_id: int) -> Any | None:
     """One client's summary columns as a plain row, the shape ``match_rows_sync`` gives."""
     return _BY_ID.first(connection_of(session), {"cid": client_id})
 

@@ -183,8 +183,8 @@ async def arm_stats(session: AsyncSession, campaign: Campaign) -> dict[str, ArmS
     converted = case((or_(col(m.response) == "accepted", paid, payment), 1), else_=0)
     revenue = func.coalesce(cast(col(m.revenue), Float), 0.0)
     rows = await session.exec(
-        select(
-            m.arm,
+        select(  # type: ignore[call-overload]  # sqlmodel types select() up to 4 columns
+            col(m.arm),
             func.count(),
             func.sum(converted),
             func.sum(revenue),

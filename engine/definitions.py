@@ -149,21 +149,21 @@ async def publish(
     if new is None or problems:
         raise DefinitionError(problems)
     mapping = dict(mapping or {})
-    for old, target in mapping.items():
+    for gone, target in mapping.items():
         if target not in new.states:
             raise InvalidInput(
-                f"mapping {old!r} -> {target!r}: {target!r} is not a state of the new definition",
+                f"mapping {gone!r} -> {target!r}: {target!r} is not a state of the new definition",
                 field="mapping",
             )
         if new.states[target].final:
-            raise InvalidInput(f"mapping {old!r} -> {target!r}: cannot map onto a final state")
+            raise InvalidInput(f"mapping {gone!r} -> {target!r}: cannot map onto a final state")
 
     counts = Counter(
         {
             state: n
             for state, n in (
                 await session.exec(
-                    select(Client.state, func.count())  # type: ignore[arg-type]
+                    select(Client.state, func.count())
                     .where(_of_workflow(new.name))
                     .group_by(Client.state)
                 )
@@ -197,7 +197,7 @@ async def publish(
     ).first()
     old = load_definition(previous.source) if previous is not None else None
     await session.exec(
-        update(WorkflowVersion)  # type: ignore[call-overload]
+        update(WorkflowVersion)
         .where(col(WorkflowVersion.name) == new.name)
         .values(is_current=False)
     )
@@ -219,14 +219,14 @@ async def publish(
     if old is not None:
         # A state kept under its name whose follow-up rule changed: its pending follow-ups
         # take the new rule too, or they would go on firing the old version's events.
-        for name, state in new.states.items():
+        for name, kept in new.states.items():
             before = old.states.get(name)
-            if before is not None and name not in moves and _rule_changed(before, state):
+            if before is not None and name not in moves and _rule_changed(before, kept):
                 moves[name] = name
     for source_state, target in moves.items():
         await _move_clients(session, new, old, source_state, target, moved=source_state != target)
     await session.exec(
-        update(Client)  # type: ignore[call-overload]
+        update(Client)
         .where(_of_workflow(new.name))
         .values(workflow_version_id=row.id)
     )
@@ -305,12 +305,12 @@ async def _move_clients(
         )
     if moved:
         await session.exec(
-            update(Client)  # type: ignore[call-overload]
+            update(Client)
             .where(col(Client.state) == source_state, _of_workflow(new.name))
             .values(state=target, tier=tier, attempts=0, revision=Client.revision + 1)
         )
 
 
-def _of_workflow(name: str):  # type: ignore[no-untyped-def]
+def _of_workflow(name: str):
     versions = select(WorkflowVersion.id).where(WorkflowVersion.name == name)
     return col(Client.workflow_version_id).in_(versions)

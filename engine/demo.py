@@ -186,7 +186,7 @@ async def seed_demo(
         minutes = max(2, min(300, int((until - opens).total_seconds() // 60)))
         for fid in rng.sample(list(pending), k=len(pending) // 3):
             await session.exec(
-                update(FollowUp)  # type: ignore[call-overload]
+                update(FollowUp)
                 .where(col(FollowUp.id) == fid)
                 .values(due_at=until - timedelta(minutes=rng.randrange(1, minutes)))
             )
@@ -204,7 +204,7 @@ async def _demo_day(tl: Tierline, staff: dict[str, User], rng: random.Random) ->
     async with tl.db.session() as session:
         for state, event, who in moves:
             ids = (await session.exec(select(Client.id).where(Client.state == state))).all()
-            for cid in rng.sample(list(ids), k=min(3, len(ids))):
+            for cid in rng.sample([i for i in ids if i is not None], k=min(3, len(ids))):
                 try:
                     await tl.apply(EventRequest(client_id=cid, event=event, actor=staff[who]))
                 except Exception:  # a guard may refuse (no e-mail): the demo does without

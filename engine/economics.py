@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, func, or_
@@ -181,7 +181,7 @@ async def economics(
         )
     }
     events: dict[tuple[int, str], int] = {
-        (uid, kind): int(n)
+        (cast(int, uid), kind): int(n)  # the query asks for user_id IS NOT NULL
         for uid, kind, n in await session.exec(
             select(KpiEvent.user_id, KpiEvent.kind, func.count())
             .where(
@@ -198,7 +198,7 @@ async def economics(
         select(User)
         .where(
             or_(
-                and_(User.role == Role.OPERATOR, col(User.active).is_(True)),
+                and_(col(User.role) == Role.OPERATOR, col(User.active).is_(True)),
                 col(User.id).in_(worked or {-1}),
             )
         )
@@ -208,7 +208,7 @@ async def economics(
     costs = {str(k): Decimal(str(v)) for k, v in (config.get("hourly_cost") or {}).items()}
     lines: list[Line] = []
     for u in users:
-        n, talk = calls.get(u.id, (0, 0))  # type: ignore[arg-type]
+        n, talk = calls.get(u.id, (0, 0))
         rate = costs.get(str(u.id), default)
         lines.append(
             Line(

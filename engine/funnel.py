@@ -93,7 +93,7 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
-def _tier_entries():  # type: ignore[no-untyped-def]
+def _tier_entries():
     t = TransitionRecord
     return select(t.client_id, t.to_tier, t.at).where(col(t.to_tier) != col(t.from_tier))
 

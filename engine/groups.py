@@ -54,7 +54,7 @@ async def create_group(
     if where is not None:
         chosen = select(literal(group.id), col(Client.id), literal(now, UTCDateTime())).where(where)
         result = await session.exec(
-            insert(GroupMember).from_select(  # type: ignore[call-overload]
+            insert(GroupMember).from_select(
                 ["group_id", "client_id", "added_at"], chosen
             )
         )
@@ -86,7 +86,7 @@ async def list_groups(session: AsyncSession) -> list[tuple[Group, int]]:
 async def delete_group(session: AsyncSession, group_id: int) -> None:
     group = await get_group(session, group_id)
     # Explicit rather than trusting ON DELETE CASCADE (SQLite needs foreign_keys=ON for it).
-    await session.exec(delete(GroupMember).where(col(GroupMember.group_id) == group_id))  # type: ignore[call-overload]
+    await session.exec(delete(GroupMember).where(col(GroupMember.group_id) == group_id))
     await session.delete(group)
 
 
@@ -115,7 +115,7 @@ async def add_members(
         col(Client.id).in_(ids), ~already
     )
     result = await session.exec(
-        insert(GroupMember).from_select(["group_id", "client_id", "added_at"], chosen)  # type: ignore[call-overload]
+        insert(GroupMember).from_select(["group_id", "client_id", "added_at"], chosen)
     )
     return result.rowcount
 
@@ -126,7 +126,7 @@ async def remove_members(session: AsyncSession, group_id: int, client_ids: list[
     if not ids:
         return 0
     result = await session.exec(
-        delete(GroupMember).where(  # type: ignore[call-overload]
+        delete(GroupMember).where(
             col(GroupMember.group_id) == group_id, col(GroupMember.client_id).in_(ids)
         )
     )

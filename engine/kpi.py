@@ -175,6 +175,7 @@ async def take_slice(
             .group_by(col(Call.operator_id))
         )
         for uid, calls, longs in rows:
+            assert uid is not None  # the query asks for operator_id IN (ids)
             counts[uid]["calls"] = int(calls or 0)
             counts[uid]["long_calls"] = int(longs or 0)
         events = await session.exec(

@@ -85,7 +85,7 @@ def _normalize_cached(raw: str, region: str) -> str:
     if possible not in (ValidationResult.IS_POSSIBLE, ValidationResult.IS_POSSIBLE_LOCAL_ONLY):
         raise _invalid(raw, region, _POSSIBLE_REASONS.get(possible, "it is not possible"))
     if not phonenumbers.is_valid_number(number):
-        where = phonenumbers.region_code_for_country_code(number.country_code)
+        where = phonenumbers.region_code_for_country_code(number.country_code or 0)
         if where in _NON_REGIONS:
             where = f"country code +{number.country_code}"
         raise _invalid(raw, region, f"it is not a valid number for {where}")

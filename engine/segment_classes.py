@@ -117,7 +117,7 @@ async def reclassify(session: AsyncSession, now: datetime, rules: dict[str, Any]
     uses_calls = any("calls" in k for cls in RANKED for k in rules.get(cls, {}))
     if uses_calls:
         activity = (
-            select(Call.client_id.label("client_id"), func.count().label("n"))  # type: ignore[attr-defined]
+            select(col(Call.client_id).label("client_id"), func.count().label("n"))
             .where(
                 col(Call.client_id).is_not(None),
                 col(Call.started_at) >= now - timedelta(days=ACTIVITY_DAYS),
@@ -153,7 +153,7 @@ async def reclassify(session: AsyncSession, now: datetime, rules: dict[str, Any]
     )
     counts = dict.fromkeys((c.value for c in SegmentClass), 0)
     for cls, n in await conn.execute(
-        select(Client.segment_class, func.count()).group_by(col(Client.segment_class))
+        select(col(Client.segment_class), func.count()).group_by(col(Client.segment_class))
     ):
         counts[cls] = int(n)
     return Reclassified(changed=int(result.rowcount or 0), counts=counts)

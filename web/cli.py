@@ -46,7 +46,8 @@ def _run(args: argparse.Namespace) -> int:
         return args.run(settings, args)
     except TierlineError as exc:
         print(f"tierline: {exc.message}", file=sys.stderr)
-        for problem in exc.details.get("problems", []):  # type: ignore[union-attr]
+        problems = exc.details.get("problems")
+        for problem in problems if isinstance(problems, list) else []:
             print(f"  line {problem['line']}: {problem['message']}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

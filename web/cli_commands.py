@@ -8,8 +8,9 @@ import getpass
 import os
 import secrets
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from pydantic import SecretStr
@@ -73,7 +74,7 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def run_async(fn: Callable[[], Awaitable[int]]) -> int:
+def run_async(fn: Callable[[], Coroutine[Any, Any, int]]) -> int:
     return asyncio.run(fn())
 
 

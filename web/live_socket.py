@@ -110,7 +110,7 @@ class LiveSocket(asyncio.Protocol):
             self._abort_timer = asyncio.get_running_loop().call_later(
                 CLOSE_TIMEOUT, self.transport.abort
             )
-        if any(event.opcode in _HEARD for event in events):
+        if any(isinstance(event, Frame) and event.opcode in _HEARD for event in events):
             self.listener.heard()
 
     def eof_received(self) -> bool | None:

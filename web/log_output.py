@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import queue
 from logging.handlers import QueueHandler, QueueListener
-from typing import TextIO
+from typing import Any, TextIO, cast
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 QUEUE_SIZE = 10_000
@@ -53,7 +53,8 @@ class _Listener(QueueListener):
         """Write what is queued, then end the thread; give up on an output that is not read
         (QueueListener's own ``stop`` would raise on a full queue, or wait forever)."""
         try:
-            self.queue.put(self._sentinel, timeout=STOP_WAIT)
+            # QueueListener's stop sentinel is None; its queue is ours, a queue.Queue.
+            cast("queue.Queue[Any]", self.queue).put(None, timeout=STOP_WAIT)
         except queue.Full:
             return
         if self._thread is not None:

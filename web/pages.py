@@ -9,6 +9,7 @@ see the same contracts.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import quote
 
@@ -108,7 +109,7 @@ def _static_url(name: str) -> str:
 def render(
     request: web.Request,
     template: str,
-    context: dict[str, object],
+    context: Mapping[str, object],
     *,
     status: int = 200,
     page_data: dict[str, object] | None = None,

@@ -135,7 +135,7 @@ async def diagram_of_version(request: web.Request) -> web.Response:
     wanted = request.query.get("version", "")
     async with tl.db.session() as db:
         if not wanted:
-            row = await current_version(db)
+            row: WorkflowVersion | None = await current_version(db)
         elif not wanted.isdigit():
             raise InvalidInput("version must be a version number", field="version")
         else:
@@ -147,8 +147,8 @@ async def diagram_of_version(request: web.Request) -> web.Response:
                     )
                 )
             ).first()
-            if row is None:
-                raise NotFound(f"workflow version {wanted} does not exist")
+    if row is None:  # none published yet, or not that version
+        raise NotFound(f"workflow version {wanted or 'current'} does not exist")
     defn = parse_definition(row.source)  # published versions always parse
     return _svg(render_svg(defn, title=f"Workflow {defn.name}, version {row.version}"))
 

@@ -102,7 +102,7 @@ async def _on_shutdown(app: web.Application) -> None:
     # The sockets are no longer aiohttp's connections: its shutdown would not close them,
     # nor wait for a hello still reading the database (which closes after this).
     await app[HUB].close_all()
-    greeting = set(app[GREETING])
+    greeting = app[GREETING].copy()
     if greeting:
         _, late = await asyncio.wait(greeting, timeout=GREETING_TIMEOUT)
         for task in late:

@@ -175,7 +175,9 @@ class CallTracker:
     def _classify(self, call: _Call, msg: Mapping[str, str], prefix: str) -> None:
         if msg.get(prefix + "Context", "") in self._internal:
             call.direction = Direction.OUTBOUND
-            call.operator = call.operator or self.extension_of(msg.get(prefix + "Channel", ""))
+            call.operator = (
+                call.operator or self.extension_of(msg.get(prefix + "Channel", "")) or ""
+            )
             call.from_number = call.from_number or _clean(msg.get(prefix + "CallerIDNum"))
             call.number = call.number or _clean(msg.get(prefix + "Exten"))
         else:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime, time, timedelta
-from typing import Any
+from typing import Any, TypeGuard, cast
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, not_, or_, true
@@ -130,9 +130,9 @@ def _days(op: str, value: object, where: str, ctx: Context) -> Any:
         return or_(*(_days(op="eq", value=v, where=where, ctx=ctx) for v in value))
     if op == "contains":
         raise bad(where, "days_since_contact takes eq, ne, in, gt, gte, lt, lte, is_null")
-    if not _is_int(value) or value < 0:  # type: ignore[operator]
+    if not _is_int(value) or value < 0:
         raise bad(where, "takes a whole number of days, 0 or more")
-    n = int(value)  # type: ignore[arg-type]
+    n = cast(int, value)
 
     def ago(days: int) -> datetime:
         return ctx.now - timedelta(days=days)
@@ -153,7 +153,7 @@ def _days(op: str, value: object, where: str, ctx: Context) -> Any:
     return exact if op == "eq" else exact.is_not(true())
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 

@@ -42,5 +42,6 @@ async def check_invariant(session: AsyncSession, cache: DefinitionCache) -> list
         final = sdef is not None and sdef.final
         n = n or 0
         if (final and n) or (not final and n != 1):
+            assert client_id is not None  # clients.id, a primary key
             problems.append(Violation(client_id=client_id, state=state, pending=n))
     return problems

@@ -92,7 +92,7 @@ class Dispatcher:
             if n < self.batch:  # a short batch: nothing more of this kind is due (or free)
                 return total
 
-    def _due(self, now: datetime, *, auto: bool):  # type: ignore[no-untyped-def]
+    def _due(self, now: datetime, *, auto: bool):
         auto_cond = _F.c.auto_event.is_not(None) if auto else _F.c.auto_event.is_(None)
         return (
             _F.c.status == FollowUpStatus.PENDING,
@@ -212,5 +212,5 @@ async def _escalate_failed(
         log.warning("follow-up %s: %s", r.id, e.message)
 
 
-def _ms(delta) -> int:  # type: ignore[no-untyped-def]
+def _ms(delta) -> int:
     return max(0, int(delta.total_seconds() * 1000))

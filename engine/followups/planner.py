@@ -9,17 +9,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from engine import calendar, phones
 from engine.calendar import CallingPolicy
-from engine.models import Client, FollowUp, FollowUpStatus
+from engine.models import FollowUp, FollowUpStatus
 from engine.workflow import FollowUpRule, StateDef
+
+
+class PlannedClient(Protocol):
+    """What the planner reads of a client: a Client row, or the importer's stand-in for
+    rows not yet inserted."""
+
+    @property
+    def id(self) -> int | None: ...
+
+    @property
+    def timezone(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
 class PlanInput:
     state: StateDef
-    client: Client
+    client: PlannedClient
     attempts: int  # consecutive unanswered attempts, this one included
     now: datetime
     policy: CallingPolicy
@@ -29,7 +41,7 @@ class PlanInput:
     primary_e164: str | None = None
 
 
-def client_timezone(client: Client, primary_e164: str | None, default_tz: str) -> str:
+def client_timezone(client: PlannedClient, primary_e164: str | None, default_tz: str) -> str:
     """The client's own zone: as recorded, else derived from the number, else ours."""
     if client.timezone:
         return client.timezone

@@ -115,7 +115,7 @@ class WakeupTimer:
             try:
                 await job()
             finally:
-                self._running.discard(task)  # type: ignore[arg-type]
+                self._running.discard(task)
 
         return run
 

@@ -84,7 +84,7 @@ def resolve_mapping(header: list[str], explicit: dict[str, str]) -> ColumnMap:
     fields: dict[str, int] = {}
     custom: dict[str, int] = {}
     for target, column in explicit.items():
-        i = index.get(column.strip().casefold())
+        at = index.get(column.strip().casefold())
         if target.startswith("custom."):
             key = target.removeprefix("custom.")
             if not _CUSTOM_KEY.match(key):
@@ -93,12 +93,12 @@ def resolve_mapping(header: list[str], explicit: dict[str, str]) -> ColumnMap:
         elif target not in FIELDS:
             problems.append(f"{target!r} is not a field (fields: {', '.join(FIELDS)}, custom.*)")
             continue
-        if i is None:
+        if at is None:
             problems.append(f"{target} is mapped to column {column!r}, which the file lacks")
         elif target.startswith("custom."):
-            custom[target.removeprefix("custom.")] = i
+            custom[target.removeprefix("custom.")] = at
         else:
-            fields[target] = i
+            fields[target] = at
     for name, aliases in DEFAULT_HEADERS.items():
         if name in fields or name in explicit:
             continue

@@ -225,7 +225,7 @@ class BatchWriter:
                     PlanInput(
                         state=defn.states[state],
                         client=_Stub(tz),
-                        attempts=0,  # type: ignore[arg-type]
+                        attempts=0,
                         now=now,
                         policy=tl.policy,
                         default_tz=tl.settings.timezone,

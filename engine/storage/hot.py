@@ -16,11 +16,12 @@ from __future__ import annotations
 from collections import namedtuple
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.orm import Session
-from sqlalchemy.sql import Executable
+from sqlalchemy.sql import ClauseElement, Executable
+from sqlalchemy.sql.compiler import SQLCompiler
 
 Processor = Callable[[Any], Any] | None
 
@@ -75,12 +76,17 @@ class HotQuery:
         return found[0] if found else None
 
     def _compile(self, dialect: Dialect) -> _Compiled:
-        compiled = self.stmt.compile(dialect=dialect, column_keys=self.keys)  # type: ignore[call-arg]
+        # Every statement a HotQuery is built on is a ClauseElement (a select, an insert), and
+        # compiles to an SQLCompiler, whose parameter order and binds we read.
+        stmt = cast(ClauseElement, self.stmt)
+        compiled = cast(SQLCompiler, stmt.compile(dialect=dialect, column_keys=self.keys))
         order = list(compiled.positiontup or ())
         # LIMIT's, literals' and column defaults' binds; named parameters come with each call.
         defaults = dict(compiled.binds)
-        binds = {
-            name: fn for name, fn in (compiled._bind_processors or {}).items() if fn is not None
+        binds: dict[str, Callable[[Any], Any]] = {
+            name: cast(Callable[[Any], Any], fn)  # a sequence only for tuple types: not ours
+            for name, fn in (compiled._bind_processors or {}).items()
+            if fn is not None
         }
 
         def params(given: Mapping[str, Any]) -> list[Any]:
@@ -91,7 +97,7 @@ class HotQuery:
                 out.append(value if fn is None else fn(value))
             return out
 
-        columns = compiled._result_columns
+        columns = compiled._result_columns or []
         row = namedtuple("HotRow", [c.keyname for c in columns])  # type: ignore[misc]
         processors = tuple(c.type._cached_result_processor(dialect, None) for c in columns)
         self._sqlite = _Compiled(compiled.string, params, row, processors)

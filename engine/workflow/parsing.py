@@ -93,7 +93,7 @@ class Parser:
         if self.problems:
             raise DefinitionError(self.problems)
         return WorkflowDefinition(
-            name=name,  # type: ignore[arg-type]  (None only when a problem was raised above)
+            name=name,  # type: ignore[arg-type]  # None only when a problem was raised above
             tiers=tiers,  # type: ignore[arg-type]
             initial=initial,  # type: ignore[arg-type]
             states=states,
@@ -254,7 +254,7 @@ class Parser:
         return FollowUpRule(
             due=due,  # type: ignore[arg-type]
             kind=self.name(self.required(m, "kind", what, key_node), f"{what}: kind"),  # type: ignore[arg-type]
-            owner=owner,  # type: ignore[arg-type]  (validate() reports unknown owners)
+            owner=owner,  # type: ignore[arg-type]  # validate() reports unknown owners
             max_attempts=self.integer(get("max_attempts"), f"{what}: max_attempts"),
             on_max_attempts=self.optional_name(get("on_max_attempts"), f"{what}: on_max_attempts"),
             grace=DEFAULT_GRACE if grace is None else grace,

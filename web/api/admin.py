@@ -99,7 +99,7 @@ async def get_settings(request: web.Request) -> web.Response:
 
 
 @routes.put("/api/settings")
-async def put_settings(request: web.Request) -> web.Response:
+async def put_settings(request: web.Request) -> web.StreamResponse:
     admin = current_user(request, Role.ADMIN)
     body = await read_json(request)
     tl = request.app[TIERLINE]

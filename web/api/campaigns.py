@@ -231,7 +231,7 @@ async def respond(request: web.Request) -> web.Response:
             _campaign_id(request),
             client_id,
             response,
-            body.get("revenue"),  # type: ignore[arg-type]
+            body.get("revenue"),
             now=tl.clock.now(),
         )
     return web.json_response(campaigns.member_json(member))

@@ -85,7 +85,7 @@ def _like_pattern(text: str) -> str:
     return f"%{escaped}%"
 
 
-async def _fold(db: AsyncSession, tl: Tierline):  # type: ignore[no-untyped-def]
+async def _fold(db: AsyncSession, tl: Tierline):
     """A lower-casing SQL function that knows more than ASCII.
 
     PostgreSQL's lower() folds Cyrillic; SQLite's folds only A-Z, so "иван" would miss
@@ -210,7 +210,7 @@ async def create_lead(request: web.Request) -> web.Response:
     if call_id:
         async with tl.db.transaction() as db:
             await db.exec(
-                update(Call)  # type: ignore[call-overload]
+                update(Call)
                 .where(
                     col(Call.pbx_call_id) == call_id,
                     col(Call.client_id).is_(None),
@@ -221,7 +221,7 @@ async def create_lead(request: web.Request) -> web.Response:
     return web.json_response(await card_json(tl, client.id), status=201)  # type: ignore[arg-type]
 
 
-def calls_of(user: User):  # type: ignore[no-untyped-def]
+def calls_of(user: User):
     """The Call rows that are this user's: taken by them, or rung on their extension."""
     mine = col(Call.operator_id) == user.id
     if user.extension:

@@ -102,7 +102,7 @@ async def record_outcome(request: web.Request) -> web.Response:
             )
             if user.role == Role.OPERATOR:
                 calls = calls.where(calls_of(user))
-            call_ids = [i for i in (await db.exec(calls.order_by(col(Call.id)))).all()]
+            call_ids = [i for i in (await db.exec(calls.order_by(col(Call.id)))).all() if i]
             if not call_ids:
                 raise InvalidInput(
                     f"no call {pbx_call!r} of yours with this client", field="call_id"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from aiohttp import web
-from sqlmodel import select
+from sqlmodel import col, select
 
 from engine.definitions import current_version
 from engine.errors import Conflict, InvalidInput, NotFound, Unavailable
@@ -64,7 +64,7 @@ async def add_user(request: web.Request) -> web.Response:
 async def list_users(request: web.Request) -> web.Response:
     current_user(request, Role.ADMIN, Role.SUPERVISOR)
     async with request.app[TIERLINE].db.session() as db:
-        users = await db.exec(select(User).order_by(User.id))
+        users = await db.exec(select(User).order_by(col(User.id)))
         return web.json_response({"users": [public_user(u) for u in users]})
 
 

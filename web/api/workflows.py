@@ -124,7 +124,7 @@ async def _states_without_home(db: AsyncSession, defn: WorkflowDefinition) -> di
         select(WorkflowVersion.id).where(WorkflowVersion.name == defn.name)
     )
     rows = await db.exec(
-        select(Client.state, func.count())  # type: ignore[arg-type]
+        select(Client.state, func.count())
         .where(of_workflow)
         .group_by(Client.state)
     )
