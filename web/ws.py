@@ -23,10 +23,11 @@ from cti_adapter.pops import live_calls
 from engine.models import User
 from engine.users import public_user
 from web.handover import handed_over, take_over
-from web.hub import SERVER_ERROR, Conn, Hub, SocketUser
+from web.hub import SERVER_ERROR, Hub
 from web.keys import TIERLINE
 from web.live_socket import text_frame
 from web.middleware import current_user
+from web.socket_state import Conn, SocketUser
 
 routes = web.RouteTableDef()
 

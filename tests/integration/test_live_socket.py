@@ -22,9 +22,9 @@ from tests.conftest import sign_in
 from tests.integration.helpers import make_user
 from tests.integration.test_ws_pops import connect, next_of
 from web.handover import _Husk
-from web.hub import Conn
 from web.live_socket import MAX_MESSAGE, LiveSocket
 from web.sessions import COOKIE
+from web.socket_state import Conn
 from web.ws import GREETING, HUB
 
 

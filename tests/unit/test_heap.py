@@ -19,7 +19,8 @@ from pydantic import ValidationError
 from engine.models import Role
 from engine.settings import Settings
 from web.heap import HeapKeeper, keep_heap
-from web.hub import Conn, Hub, SocketUser
+from web.hub import Hub
+from web.socket_state import Conn, SocketUser
 from web.ws import HUB
 
 
