@@ -29,6 +29,8 @@ def connector_from(settings: Any, overrides: dict[str, Any] | None = None) -> Pb
         secret=secret,
         originate_tech=settings.ami_channel_tech,
         originate_context=settings.ami_context,
+        internal_contexts=tuple(settings.ami_internal_contexts or [settings.ami_context]),
+        **({"device_pattern": settings.ami_device_pattern} if settings.ami_device_pattern else {}),
     )
     log.info("Asterisk AMI connector: %s:%s as %s", config.host, config.port, config.username)
     return AmiConnector(config)

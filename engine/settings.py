@@ -8,6 +8,7 @@ then the defaults below. Secrets only ever come from the environment or that fil
 from __future__ import annotations
 
 import os
+import re
 from datetime import date, time
 from pathlib import Path
 from typing import Any
@@ -51,8 +52,14 @@ class Settings(BaseSettings):
     ami_port: int = 5038
     ami_username: str = "tierline"
     ami_secret: SecretStr | None = None
-    ami_channel_tech: str = "PJSIP"
-    ami_context: str = "from-internal"
+    ami_channel_tech: str = "PJSIP"  # how Originate rings the operator: PJSIP/<extension>
+    ami_context: str = "from-internal"  # the dialplan context Originate dials the client in
+    # The operator's extension in a channel name ("PJSIP/101-00000a1b" -> 101): a regular
+    # expression with a group named ext. None: PJSIP, SIP, IAX2 and Local channels.
+    ami_device_pattern: str | None = None
+    # Calls whose first channel starts in one of these contexts were placed by an operator
+    # (outbound); everything else came in on a trunk. Empty: just ami_context.
+    ami_internal_contexts: list[str] = Field(default_factory=list)
 
     # Browser pages of other origins allowed to open GET /ws (e.g. "https://crm.example.com"
     # when a proxy serves Tierline under a name other than the Host it passes on).
@@ -67,6 +74,20 @@ class Settings(BaseSettings):
     # dead cycles this often (0: never).
     heap_freeze_above: int = Field(default=5_000, ge=0)
     heap_sweep_seconds: float = Field(default=3600.0, ge=0)
+
+    @field_validator("ami_device_pattern")
+    @classmethod
+    def _device_pattern(cls, v: str | None) -> str | None:
+        # Refused at start-up, named, rather than when the connector first logs in.
+        if v is None:
+            return v
+        try:
+            compiled = re.compile(v)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from None
+        if "ext" not in compiled.groupindex:
+            raise ValueError("needs a group named ext, e.g. ^PJSIP/(?P<ext>\\d+)-")
+        return v
 
     @field_validator("default_region")
     @classmethod
