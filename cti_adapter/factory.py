@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from cti_adapter.asterisk import AmiConfig, AmiConnector
+from cti_adapter.asterisk.config import DEFAULT_INTERNAL_CONTEXTS
 from cti_adapter.fake import FakePbx
 from cti_adapter.port import PbxConnector
 
@@ -29,8 +30,16 @@ def connector_from(settings: Any, overrides: dict[str, Any] | None = None) -> Pb
         secret=secret,
         originate_tech=settings.ami_channel_tech,
         originate_context=settings.ami_context,
-        internal_contexts=tuple(settings.ami_internal_contexts or [settings.ami_context]),
+        internal_contexts=_operator_contexts(settings),
         **({"device_pattern": settings.ami_device_pattern} if settings.ami_device_pattern else {}),
     )
     log.info("Asterisk AMI connector: %s:%s as %s", config.host, config.port, config.username)
     return AmiConnector(config)
+
+
+def _operator_contexts(settings: Any) -> tuple[str, ...]:
+    """Where operators' own calls start: as configured, or else the desk phones' usual
+    context and the one click-to-dial's Originate places its calls in."""
+    if settings.ami_internal_contexts:
+        return tuple(settings.ami_internal_contexts)
+    return tuple(dict.fromkeys((*DEFAULT_INTERNAL_CONTEXTS, settings.ami_context)))

@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     # expression with a group named ext. None: PJSIP, SIP, IAX2 and Local channels.
     ami_device_pattern: str | None = None
     # Calls whose first channel starts in one of these contexts were placed by an operator
-    # (outbound); everything else came in on a trunk. Empty: just ami_context.
+    # (outbound); everything else came in on a trunk. Empty: from-internal and ami_context.
     ami_internal_contexts: list[str] = Field(default_factory=list)
 
     # Browser pages of other origins allowed to open GET /ws (e.g. "https://crm.example.com"

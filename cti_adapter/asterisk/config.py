@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, field
 
 DEFAULT_DEVICE_PATTERN = r"^(?:PJSIP|SIP|IAX2|Local)/(?P<ext>[^-/@;]+)"
+DEFAULT_INTERNAL_CONTEXTS = ("from-internal",)  # FreePBX's and Asterisk's sample dialplans'
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class AmiConfig:
     originate_ring_timeout: float = 30.0  # how long Asterisk rings the operator first
     # Calls whose first channel starts in one of these contexts were placed by an operator
     # (desk phone or Originate): outbound. Everything else (the trunk's context) is inbound.
-    internal_contexts: tuple[str, ...] = ("from-internal",)
+    internal_contexts: tuple[str, ...] = DEFAULT_INTERNAL_CONTEXTS
     # Events are queued for the consumer up to this many; beyond it the reader waits
     # (TCP back-pressure) rather than dropping a call event.
     queue_size: int = 10_000

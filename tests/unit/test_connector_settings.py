@@ -35,8 +35,9 @@ def test_defaults_read_pjsip_sip_iax2_and_local_channels(tmp_path: Path) -> None
 
 def test_channel_pattern_and_operator_contexts_come_from_settings(tmp_path: Path) -> None:
     connector = _ami(tmp_path, ami_context="operators", ami_device_pattern=r"^SIP/op(?P<ext>\d+)-")
-    # Originate dials in ami_context, so calls starting there are an operator's: outbound.
-    assert connector.config.internal_contexts == ("operators",)
+    # Originate dials in ami_context, so calls starting there are an operator's: outbound;
+    # so are the desk phones' in the usual from-internal.
+    assert connector.config.internal_contexts == ("from-internal", "operators")
     assert connector.config.originate_context == "operators"
     assert connector._tracker.extension_of("SIP/op205-0001") == "205"
     assert connector._tracker.extension_of("PJSIP/205-0001") is None
