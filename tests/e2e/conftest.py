@@ -266,8 +266,9 @@ async def page(browser: Any) -> AsyncIterator[Any]:
         viewport=VIEWPORT, locale="en-GB", timezone_id="Europe/Moscow"
     )
     context.set_default_timeout(10_000)
-    # Assertions wait as long as actions: CI shares two cores with the server under test,
-    # and a 3-row import was once still "running" at Playwright's 5 s default.
+    # Assertions wait as long as actions: CI shares two cores with the server under test.
+    # (A 3-row import once stayed "running" past any wait: a race in the status endpoint,
+    # fixed there — tests/integration/test_import_api.py — not by waiting longer.)
     from playwright.async_api import expect
 
     expect.set_options(timeout=10_000)
