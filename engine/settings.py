@@ -24,6 +24,18 @@ from pydantic_settings import (
 from engine.calendar import CallingPolicy
 
 
+def device_pattern(text: str) -> re.Pattern[str]:
+    """A PBX channel-name pattern compiled, or ValueError saying what is wrong with it: the
+    operator's extension must be a group named ext ("PJSIP/101-00000a1b" -> 101)."""
+    try:
+        compiled = re.compile(text)
+    except re.error as exc:
+        raise ValueError(f"not a regular expression: {exc}") from None
+    if "ext" not in compiled.groupindex:
+        raise ValueError("needs a group named ext, e.g. ^PJSIP/(?P<ext>\\d+)-")
+    return compiled
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TIERLINE_", extra="forbid")
 
@@ -79,14 +91,8 @@ class Settings(BaseSettings):
     @classmethod
     def _device_pattern(cls, v: str | None) -> str | None:
         # Refused at start-up, named, rather than when the connector first logs in.
-        if v is None:
-            return v
-        try:
-            compiled = re.compile(v)
-        except re.error as exc:
-            raise ValueError(f"not a regular expression: {exc}") from None
-        if "ext" not in compiled.groupindex:
-            raise ValueError("needs a group named ext, e.g. ^PJSIP/(?P<ext>\\d+)-")
+        if v is not None:
+            device_pattern(v)
         return v
 
     @field_validator("default_region")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import random
-import re
 from dataclasses import dataclass, field
+
+from engine.settings import device_pattern
 
 DEFAULT_DEVICE_PATTERN = r"^(?:PJSIP|SIP|IAX2|Local)/(?P<ext>[^-/@;]+)"
 DEFAULT_INTERNAL_CONTEXTS = ("from-internal",)  # FreePBX's and Asterisk's sample dialplans'
@@ -43,9 +44,7 @@ class AmiConfig:
     def __post_init__(self) -> None:
         if not self.username:
             raise ValueError("AmiConfig needs the AMI username")
-        compiled = re.compile(self.device_pattern)
-        if "ext" not in compiled.groupindex:
-            raise ValueError("device_pattern must have a named group 'ext'")
+        device_pattern(self.device_pattern)  # the check the settings make at start-up
         if not 0 < self.reconnect_min <= self.reconnect_max:
             raise ValueError("need 0 < reconnect_min <= reconnect_max")
 

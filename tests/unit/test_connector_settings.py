@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from cti_adapter.asterisk import AmiConnector
+from cti_adapter.asterisk import AmiConfig, AmiConnector
 from cti_adapter.asterisk.config import DEFAULT_DEVICE_PATTERN
 from cti_adapter.factory import connector_from
 from cti_adapter.fake import FakePbx
@@ -69,3 +69,9 @@ def test_a_bad_channel_pattern_is_refused_at_start_up_by_name(
     with pytest.raises(ValidationError, match=message) as caught:
         Settings(data_dir=tmp_path, ami_device_pattern=pattern)
     assert "ami_device_pattern" in str(caught.value)
+
+
+def test_the_connector_config_makes_the_same_check(tmp_path: Path) -> None:
+    """Code that builds an AmiConfig without settings (tests, the bench) is held to it too."""
+    with pytest.raises(ValueError, match="needs a group named ext"):
+        AmiConfig(host="pbx.example", username="u", device_pattern=r"^PJSIP/(\d+)-")
