@@ -203,8 +203,9 @@ async def _demo_day(tl: Tierline, staff: dict[str, User], rng: random.Random) ->
     ]
     async with tl.db.session() as session:
         for state, event, who in moves:
-            ids = (await session.exec(select(Client.id).where(Client.state == state))).all()
-            for cid in rng.sample([i for i in ids if i is not None], k=min(3, len(ids))):
+            found = await session.exec(select(Client.id).where(Client.state == state))
+            ids = [i for i in found if i is not None]  # primary keys: the type says Optional
+            for cid in rng.sample(ids, k=min(3, len(ids))):
                 try:
                     await tl.apply(EventRequest(client_id=cid, event=event, actor=staff[who]))
                 except Exception:  # a guard may refuse (no e-mail): the demo does without

@@ -53,8 +53,9 @@ class _Listener(QueueListener):
         """Write what is queued, then end the thread; give up on an output that is not read
         (QueueListener's own ``stop`` would raise on a full queue, or wait forever)."""
         try:
-            # QueueListener's stop sentinel is None; its queue is ours, a queue.Queue.
-            cast("queue.Queue[Any]", self.queue).put(None, timeout=STOP_WAIT)
+            # Its queue is ours, a queue.Queue; its sentinel is the class's own (not typed).
+            sentinel = self._sentinel  # type: ignore[attr-defined]
+            cast("queue.Queue[Any]", self.queue).put(sentinel, timeout=STOP_WAIT)
         except queue.Full:
             return
         if self._thread is not None:

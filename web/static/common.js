@@ -176,14 +176,20 @@ window.Tierline = (function () {
     return new Date(utc).toISOString();
   }
 
-  /* The time now in zone tz (the operator's own when tz is undefined), e.g. "17:42": 24-hour,
-     as the server's "15:00 client time" and formatTime's dates. */
-  function timeIn(tz, iso) {
-    const d = iso ? new Date(iso) : new Date();
+  /* The wall-clock time of an ISO moment, e.g. "17:42": 24-hour, as the server's "15:00 client
+     time" and formatTime's dates; in zone tz, or the operator's own when tz is not given. */
+  function clockTime(iso, tz) {
+    if (!iso) return "";
+    const d = new Date(iso);
     if (isNaN(d.getTime())) return String(iso);
     return d.toLocaleTimeString(locale, {
       timeZone: tz, hour: "2-digit", minute: "2-digit", hourCycle: "h23",
     });
+  }
+
+  /* The time now in zone tz. */
+  function timeIn(tz) {
+    return clockTime(new Date().toISOString(), tz);
   }
 
   /* Tabs of a staff page: button #tab-btn-NAME shows panel #tab-NAME, the first is the default,
@@ -213,6 +219,7 @@ window.Tierline = (function () {
   return {
     t: t, el: el, clear: clear, api: api, ApiError: ApiError, flash: flash, tabs: tabs,
     showError: showError, formatTime: formatTime, zonedToIso: zonedToIso, timeIn: timeIn,
+    clockTime: clockTime,
     csrfToken: csrfToken,
     user: pageData.user || null,
   };

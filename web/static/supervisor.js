@@ -25,10 +25,6 @@ window.TierlineSupervisor = (function () {
 
   function $(id) { return document.getElementById(id); }
 
-  function timeOf(iso) {
-    return iso ? T.timeIn(undefined, iso) : "";
-  }
-
   function reportOk() {
     failing = false;
     $("offline-banner").hidden = true;
@@ -57,7 +53,7 @@ window.TierlineSupervisor = (function () {
       return;
     }
     fillSliceOptions(slice.slice_times || []);
-    $("figures-updated").textContent = t("Updated {time}", { time: timeOf(new Date().toISOString()) });
+    $("figures-updated").textContent = t("Updated {time}", { time: T.clockTime(new Date().toISOString()) });
     if (editing === null) renderFigures();
   }
 
@@ -198,7 +194,7 @@ window.TierlineSupervisor = (function () {
       const status = op ? op.status : "idle";
       row.dataset.status = status;
       cell.appendChild(el("span", { class: "status status-" + status }, t(STATUS[status] || status)));
-      if (op && op.since) cell.appendChild(el("span", { class: "muted since" }, " " + timeOf(op.since)));
+      if (op && op.since) cell.appendChild(el("span", { class: "muted since" }, " " + T.clockTime(op.since)));
     });
   }
 
