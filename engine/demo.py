@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, update
 from sqlmodel import col, select
 
-from engine.calendar import last_window
+from engine.calendar import CallingPolicy, last_window
 from engine.clients import NewClient, create_client
 from engine.definitions import current_version
 from engine.models import Client, FollowUp, FollowUpStatus, User
@@ -180,16 +180,9 @@ async def seed_demo(
                 )
             )
         ).all()
-        # Due inside the calling window, as the planner would have put them: started at
-        # night, the demo shows the evening's missed calls, not calls "due" at 03:00.
-        opens, until = last_window(now, tl.settings.timezone, tl.policy)
-        minutes = max(2, min(300, int((until - opens).total_seconds() // 60)))
         for fid in rng.sample(list(pending), k=len(pending) // 3):
-            await session.exec(
-                update(FollowUp)
-                .where(col(FollowUp.id) == fid)
-                .values(due_at=until - timedelta(minutes=rng.randrange(1, minutes)))
-            )
+            due = _calling_time_before(now, rng.randrange(1, 300), tl.settings.timezone, tl.policy)
+            await session.exec(update(FollowUp).where(col(FollowUp.id) == fid).values(due_at=due))
     await _demo_day(tl, staff, rng)
     return DemoResult(created=True, password=password, clients=count)
 
@@ -210,6 +203,19 @@ async def _demo_day(tl: Tierline, staff: dict[str, User], rng: random.Random) ->
                     await tl.apply(EventRequest(client_id=cid, event=event, actor=staff[who]))
                 except Exception:  # a guard may refuse (no e-mail): the demo does without
                     continue
+
+
+def _calling_time_before(now: datetime, minutes: int, tz: str, policy: CallingPolicy) -> datetime:
+    """The moment ``minutes`` of calling time before ``now``, back across the closed hours and
+    days: where the planner would have put a call that is that overdue. Started at night the
+    demo shows the evening's missed calls, not calls "due" at 03:00; at 09:30, yesterday's."""
+    left = timedelta(minutes=minutes)
+    while True:
+        opens, until = last_window(now, tz, policy)
+        if until - opens >= left:
+            return until - left
+        left -= until - opens
+        now = opens
 
 
 def _person(first: str, last: str) -> str:

@@ -123,10 +123,22 @@ def test_demo_department_and_a_simulated_call(demo_server):  # type: ignore[no-u
     assert '"company_name": "Tierline Demo Ltd"' in page
 
 
-async def test_demo_overdue_calls_were_due_inside_the_calling_window(tl, clock) -> None:  # type: ignore[no-untyped-def]
-    """Started before the working day (05:00 in Moscow), the demo's overdue calls are the
-    last working day's, as the planner would have put them: none "due" at 03:00."""
-    clock.set(datetime(2026, 11, 24, 2, 0, tzinfo=UTC))  # Tuesday 05:00 Moscow
+@pytest.mark.parametrize(
+    ("now", "earliest"),
+    [
+        # Tuesday 05:00 Moscow, before the day's window: Monday's missed calls.
+        (datetime(2026, 11, 24, 2, 0, tzinfo=UTC), datetime(2026, 11, 24, 2, 0, tzinfo=UTC)),
+        # Tuesday 09:30, half an hour into it: the morning's and Monday evening's.
+        (datetime(2026, 11, 24, 6, 30, tzinfo=UTC), datetime(2026, 11, 24, 6, 0, tzinfo=UTC)),
+    ],
+)
+async def test_demo_overdue_calls_were_due_inside_the_calling_window(  # type: ignore[no-untyped-def]
+    tl, clock, now: datetime, earliest: datetime
+) -> None:
+    """The demo's overdue calls are up to five hours of calling time late, where the planner
+    would have put them: inside the window, back across the night. None "due" at 03:00, and
+    at 09:30 not only the last half hour's (the supervisor's overdue list stays busy)."""
+    clock.set(now)
     await seed_demo(tl, "demo-password", spread={"new": 40, "presentation": 20})
     async with tl.db.session() as s:
         dues = (
@@ -139,3 +151,4 @@ async def test_demo_overdue_calls_were_due_inside_the_calling_window(tl, clock) 
         ).all()
     assert len(dues) >= 10  # a third of the calls are due already
     assert all(in_window(due, tl.settings.timezone, tl.policy) for due in dues), sorted(dues)
+    assert any(due < earliest for due in dues)  # some from the day before
