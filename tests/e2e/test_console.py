@@ -315,6 +315,10 @@ async def test_queue_lists_due_calls_and_call_next_dials(page: Any, server: Serv
     banner = page.get_by_test_id("call-banner")
     await expect(banner).to_contain_text("Outgoing call")
     await expect(banner).to_contain_text("Dialling")
+    # The number dialled reads as the card writes it, not as the API's E.164.
+    written = (await card.locator("button.phone").first.text_content() or "").lstrip("☎ ")
+    assert written and not written.startswith("+7916"), written
+    await expect(banner.locator(".banner-number")).to_have_text(written)
     no_script_errors(page)
 
 

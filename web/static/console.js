@@ -117,7 +117,7 @@
         syncOutcomeVisibility();
       }
       renderLiveCalls();
-      T.flash(t("Dialling…") + " " + number, "info");
+      T.flash(t("Dialling…") + " " + asWritten(card, number), "info");
     } catch (err) {
       // Only the calling window may be overridden; a do-not-call request never is.
       if (err.status === 400 && err.body.field === "override_reason" && !overrideReason) {
@@ -570,12 +570,18 @@
     return t("Ringing");
   }
 
-  /* The PBX sends E.164 ("+79161234567"); the operator reads it as the card writes it
-     ("+7 916 123-45-67") when the card has that number. */
-  function shownNumber(call) {
-    const client = call.pop && call.pop.client;
-    const phone = client && (client.phones || []).find(function (p) { return p.e164 === call.number; });
-    return (phone && phone.raw) || call.number || "";
+  /* The PBX and the API speak E.164 ("+79161234567"); the operator reads a number as the
+     card writes it ("+7 916 123-45-67") when the card has it. */
+  function asWritten(card, e164) {
+    const phone = card && (card.phones || []).find(function (p) { return p.e164 === e164; });
+    return (phone && phone.raw) || e164 || "";
+  }
+
+  /* A call's number: its pop's card, or the card it was dialled from (an outgoing call has no
+     pop of its own until the PBX's "dialing" event). */
+  function shownNumber(call, callId) {
+    const viewed = S.view && S.view.kind === "card" && S.view.callId === callId ? S.view.card : null;
+    return asWritten((call.pop && call.pop.client) || viewed, call.number);
   }
 
   function renderBanner() {
@@ -591,7 +597,7 @@
     banner.dataset.state = call.state;
     banner.dataset.callId = callId;
     banner.appendChild(el("strong", null, call.outbound ? t("Outgoing call") : t("Incoming call")));
-    banner.appendChild(el("span", { class: "banner-number" }, shownNumber(call)));
+    banner.appendChild(el("span", { class: "banner-number" }, shownNumber(call, callId)));
     banner.appendChild(el("span", { class: "banner-state", "data-testid": "call-state" }, callLabel(call)));
     if (call.state === "hangup" && call.duration_s !== undefined) {
       banner.appendChild(el("span", null, formatDuration(call.duration_s)));
@@ -606,7 +612,7 @@
     if (popped.length < 2) return; // one call: the banner says it all
     S.calls.forEach(function (call, callId) {
       if (!call.pop) return;
-      const who = call.pop.client && !call.pop.client.restricted ? call.pop.client.name : shownNumber(call);
+      const who = call.pop.client && !call.pop.client.restricted ? call.pop.client.name : shownNumber(call, callId);
       const current = S.view && S.view.callId === callId;
       strip.appendChild(el("button", {
         type: "button", class: "live-call call-" + call.state + (current ? " is-current" : ""),
