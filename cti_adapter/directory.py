@@ -55,16 +55,22 @@ class OperatorDirectory:
         self._refresher: asyncio.Task[None] | None = None
 
     async def by_extension(self, extension: str) -> Operator | None:
+        known, user = self.cached(extension)
+        return user if known else await self._load(extension)
+
+    def cached(self, extension: str) -> tuple[bool, Operator | None]:
+        """(True, the operator or None) when the extension is in the cache, stale or not;
+        (False, None) when only a read can tell. Lets a pop's read start without a pause."""
         hit = self._entries.get(extension)
         if hit is None:
-            return await self._load(extension)
+            return False, None
         if hit[0] <= self._now():
             # Stale: served as is; one background read refreshes every stale extension
             # asked for meanwhile (one query, one thread hop, however many).
             self._stale.add(extension)
             if self._refresher is None:
                 self._refresher = asyncio.get_running_loop().create_task(self._refresh())
-        return hit[1]
+        return True, hit[1]
 
     async def _load(self, extension: str) -> Operator | None:
         found = await self.db.read(lambda s: _active_users(s, [extension]))

@@ -105,10 +105,15 @@ class ThreadLane:
         """``fn()`` in the lane's thread; its result or its exception here. Cancelling the
         caller does not stop a call already running (as with ``asyncio.to_thread``); one
         still queued is skipped."""
+        return await self.submit(fn)
+
+    def submit(self, fn: Callable[[], T]) -> asyncio.Future[T]:
+        """Queue ``fn()`` now, from the loop's thread; the future gets its result. Cancel the
+        future to skip a call still queued."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[T] = loop.create_future()
         self._jobs().put((fn, done, self.waker(loop)))
-        return await done
+        return done
 
     def waker(self, loop: asyncio.AbstractEventLoop) -> _Waker:
         """The waker that hands this lane's results to ``loop`` (one per loop)."""

@@ -21,7 +21,7 @@ writes 4 % waited, and 3–6 the whole 10 ms (full runs of every webhook phase: 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 MAX_WAIT_S = 0.010
@@ -45,15 +45,30 @@ class Urgency:
     def urgent(self) -> Iterator[None]:
         """Around urgent work, on the event loop (it may span awaits): yielding lanes start
         no new call until every such section has ended."""
-        with self._clear:
-            self._in_flight += 1
+        release = self.hold()
         try:
             yield
         finally:
+            release()
+
+    def hold(self) -> Callable[..., None]:
+        """Urgent work begins; it ends when the returned function is first called (with any
+        arguments: it serves as a task's done callback too)."""
+        with self._clear:
+            self._in_flight += 1
+        held = True
+
+        def release(*_: object) -> None:
+            nonlocal held
             with self._clear:
+                if not held:
+                    return
+                held = False
                 self._in_flight -= 1
                 if not self._in_flight:
                     self._clear.notify_all()
+
+        return release
 
     def wait_until_clear(self) -> None:
         """In a lane's thread, before each call: wait while urgent work is in flight, at

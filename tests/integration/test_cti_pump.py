@@ -349,7 +349,7 @@ async def test_cancelled_the_pump_waits_for_its_pops_to_give_their_connections_b
     assert await pushed.pops(1) == ["c1"]
     first = await writes.next()  # c1's record, held: c2 will wait in the backlog
 
-    read = tl.db.read
+    read_soon = tl.db.read_soon
     arrived, released = asyncio.Event(), asyncio.Event()
 
     async def held_read(fn: Any) -> Any:
@@ -360,9 +360,10 @@ async def test_cancelled_the_pump_waits_for_its_pops_to_give_their_connections_b
             for _ in range(5):  # giving a connection back takes a few turns of the loop
                 await asyncio.sleep(0)
             released.set()
-        return await read(fn)
+        return await read_soon(fn)
 
-    monkeypatch.setattr(tl.db, "read", held_read)
+    # The pop's read, as PostgreSQL's runs: a task of its own, holding a connection.
+    monkeypatch.setattr(tl.db, "read_soon", lambda fn: asyncio.ensure_future(held_read(fn)))
     pbx.send(call("ringing", "c2"))
     await asyncio.wait_for(arrived.wait(), TIMEOUT)
 

@@ -8,6 +8,9 @@ shortcut can never answer differently from the long way.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+
 import pytest
 import sqlalchemy as sa
 
@@ -161,21 +164,67 @@ async def test_a_pop_is_urgent_from_its_read_to_its_push(tl: Tierline) -> None:
         )  # fmt: skip
 
     await pipeline.directory.by_extension("101")  # read once, then cached
-    real_read = tl.db.read
+    real_read = tl.db.read_soon
 
-    async def read(fn):  # type: ignore[no-untyped-def]
+    def read(fn):  # type: ignore[no-untyped-def]
         during_read.append(tl.db.urgency.in_flight)
-        return await real_read(fn)
+        return real_read(fn)
 
-    tl.db.read = read  # type: ignore[method-assign]
+    tl.db.read_soon = read  # type: ignore[method-assign]
     assert await pipeline.pop(ringing("c1")) == 1
     assert during_read == [1] and seen == [("pops", 1)]
     assert tl.db.urgency.in_flight == 0
 
-    async def broken(fn):  # type: ignore[no-untyped-def]
-        raise OSError("disk gone")
+    def broken(fn):  # type: ignore[no-untyped-def]
+        failed = asyncio.get_running_loop().create_future()
+        failed.set_exception(OSError("disk gone"))
+        return failed
 
-    tl.db.read = broken  # type: ignore[method-assign]
+    tl.db.read_soon = broken  # type: ignore[method-assign]
     with pytest.raises(OSError):
         await pipeline.pop(ringing("c2"))
     assert tl.db.urgency.in_flight == 0
+
+
+async def test_a_ringing_event_has_its_read_queued_before_the_pop_task_runs(tl: Tierline) -> None:
+    """On a busy loop a new task waits its turn; the pop's read must not wait with it. And a
+    pop cancelled before its first step (shutdown) lets the writer go on and skips its read."""
+    await make_user(tl, "olga", tier="cold", extension="101")
+    await make_client(tl, "Ivan Petrov", "+7 916 123-45-67")
+    pipeline = CtiPipeline(tl)
+    pushed: list[str] = []
+    tl.bus.subscribe(lambda ch, msg: pushed.append(msg["message"]["call_id"]))
+    queued: list[asyncio.Future] = []
+    real_read = tl.db.read_soon
+
+    def read(fn):  # type: ignore[no-untyped-def]
+        future = real_read(fn)
+        if getattr(fn, "func", None) == pipeline._build:  # a pop's, not the directory's
+            queued.append(future)
+        return future
+
+    tl.db.read_soon = read  # type: ignore[method-assign]
+    ringing = CallEvent(
+        event=CallEventType.RINGING, call_id="c1", direction=Direction.INBOUND,
+        from_number="+79161234567", to_number="7000", extension="101", at=tl.clock.now(),
+    )  # fmt: skip
+
+    # The extension not yet known: the directory is read first, in the task.
+    started = pipeline.start([ringing])
+    assert queued == [] and tl.db.urgency.in_flight == 0
+    await started.popped()
+    assert len(queued) == 1 and pushed == ["c1"] and tl.db.urgency.in_flight == 0
+
+    # Known now: start() itself queues the read and holds the writer back.
+    started = pipeline.start([dataclasses.replace(ringing, call_id="c2")])
+    assert len(queued) == 2 and tl.db.urgency.in_flight == 1
+    await started.popped()
+    assert pushed == ["c1", "c2"] and tl.db.urgency.in_flight == 0
+    assert started.matched[("c2", "ringing", "101")].result()[0] is not None
+
+    started = pipeline.start([dataclasses.replace(ringing, call_id="c3")])
+    assert tl.db.urgency.in_flight == 1
+    abandoned = started.abandon()
+    await asyncio.gather(*abandoned, return_exceptions=True)
+    assert queued[-1].cancelled() and tl.db.urgency.in_flight == 0
+    assert pushed == ["c1", "c2"]

@@ -168,17 +168,24 @@ async def test_urgent_work_holds_a_lane_no_longer_than_max_wait() -> None:
 async def test_an_urgent_section_ends_on_an_error(tmp_path: Path) -> None:
     db = Database(f"sqlite+aiosqlite:///{tmp_path / 'urgent.db'}")
     try:
-        with pytest.raises(RuntimeError), db.urgent():
+        with pytest.raises(RuntimeError), db.urgency.urgent():
             assert db.urgency.in_flight == 1
             raise RuntimeError("the pop failed")
         assert db.urgency.in_flight == 0
         # Writes yield to pops, reads do not: a pop's own read must never wait for itself.
         db.urgency.max_wait = 30  # longer than the test
-        with db.urgent():
-            assert await db.read(lambda c: "read") == "read"
-            write = asyncio.ensure_future(db.write(lambda c: "written"))
-            await asyncio.sleep(0.1)
-            assert not write.done()
+        release = db.hold_writes()
+        assert await db.read_soon(lambda c: "read") == "read"
+        write = asyncio.ensure_future(db.write(lambda c: "written"))
+        await asyncio.sleep(0.1)
+        assert not write.done()
+        release(write)  # as a task's done callback would: any arguments
+        release()  # a second end is no second release
+        assert db.urgency.in_flight == 0
         assert await asyncio.wait_for(write, 5) == "written"
+        other = db.hold_writes()
+        release()  # the first hold's release does not end another hold
+        assert db.urgency.in_flight == 1
+        other()
     finally:
         await db.dispose()

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 
@@ -227,8 +228,8 @@ class _Backlog:
         self._space.set()
         return batch
 
-    def abandon(self) -> list[asyncio.Task[int]]:
-        """Stop the pops of what waits here; returns their tasks."""
+    def abandon(self) -> list[asyncio.Future[Any]]:
+        """Stop the pops of what waits here; returns their tasks and reads, to be awaited."""
         waiting, self._waiting = self._waiting, None
         return waiting.abandon() if waiting is not None else []
 
