@@ -27,7 +27,7 @@ STAGES = (
     ("sent", "driver: request sent"),
     ("arrived", "to the handler (HTTP, server loop)"),
     ("started", "body read, signed, parsed"),
-    ("task", "to the pop task running"),
+    ("queued", "to its read queued"),
     ("thread", "to the reader thread (its queue, the GIL)"),
     ("built", "lookup and card in the thread"),
     ("published", "back on the loop"),
@@ -52,7 +52,7 @@ class PopTrace:
 
         app.middlewares.insert(0, arrival)
 
-        start, pop_many = CtiPipeline.start, CtiPipeline.pop_many
+        start, hop = CtiPipeline.start, CtiPipeline._hop
 
         def traced_start(self: CtiPipeline, events: Any) -> Any:
             now = time.perf_counter()
@@ -61,14 +61,14 @@ class PopTrace:
                     stamps[ev.call_id].update(arrived=_arrived.get() or now, started=now)
             return start(self, events)
 
-        async def traced_pop_many(self: CtiPipeline, events: Any, matched: Any) -> int:
+        def traced_hop(self: CtiPipeline, wanted: Any) -> Any:
             now = time.perf_counter()
-            for ev in events:
-                stamps[ev.call_id]["task"] = now
-            return await pop_many(self, events, matched)
+            for ev, _ in wanted:
+                stamps[ev.call_id]["queued"] = now
+            return hop(self, wanted)
 
         CtiPipeline.start = traced_start  # type: ignore[method-assign]
-        CtiPipeline.pop_many = traced_pop_many  # type: ignore[method-assign]
+        CtiPipeline._hop = traced_hop  # type: ignore[method-assign]
 
         lookup, card = pipeline_module.lookup_sync, pipeline_module.screen_pop_sync
         local = threading.local()  # one pop's lookup, then its card, in one worker thread

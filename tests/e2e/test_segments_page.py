@@ -71,6 +71,10 @@ async def test_supervisor_works_a_segment_to_a_campaign(page: Any, server: Serve
     preview = page.locator("#preview-body tr.client-row")
     await expect(preview).to_have_count(4)
     await expect(page.locator("#preview-body .client-name")).to_have_text(list(SEEDED_COLD))
+    # States by their titles, as the console names them; the workflow's name on hover.
+    states = page.locator("#preview-body .client-state")
+    await expect(states).to_have_text(["New lead"] * len(SEEDED_COLD))
+    await expect(states.first).to_have_attribute("title", "new")
     await page.get_by_test_id("filter-name").fill("Cold base")
     await page.get_by_test_id("filter-save").click()
     await expect(page.locator("#flash")).to_contain_text("Filter saved.")

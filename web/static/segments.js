@@ -61,7 +61,13 @@ window.TierlineSegments = (function () {
       el("td", { class: "client-name" }, client.name),
       el("td", {}, client.company || ""),
       el("td", {}, el("span", { class: "badge tier-" + client.tier }, client.tier)),
-      el("td", {}, client.state));
+      el("td", { class: "client-state", title: client.state }, stateName(client.state)));
+  }
+
+  /* A state as the console names it ("New lead"); the workflow's own name in the tooltip. */
+  function stateName(name) {
+    const state = S.workflow.states.find(function (s) { return s.name === name; });
+    return state && state.title ? state.title : name;
   }
 
   function checkedIds(tbody) {
