@@ -17,9 +17,10 @@ from typing import Any
 
 from aiohttp import web
 
-import cti_adapter.pipeline as pipeline_module
+import cti_adapter.pop_path as pop_path_module
 from cti_adapter.call_log import POPPING
 from cti_adapter.pipeline import CtiPipeline
+from cti_adapter.pop_path import PopPath
 from engine.bus import LocalBus
 
 # (label, stamp) in path order: each segment is the time from the previous stamp to this one.
@@ -52,7 +53,7 @@ class PopTrace:
 
         app.middlewares.insert(0, arrival)
 
-        start, hop = CtiPipeline.start, CtiPipeline._hop
+        start, hop = CtiPipeline.start, PopPath._hop
 
         def traced_start(self: CtiPipeline, events: Any) -> Any:
             now = time.perf_counter()
@@ -61,16 +62,16 @@ class PopTrace:
                     stamps[ev.call_id].update(arrived=_arrived.get() or now, started=now)
             return start(self, events)
 
-        def traced_hop(self: CtiPipeline, wanted: Any) -> Any:
+        def traced_hop(self: PopPath, wanted: Any) -> Any:
             now = time.perf_counter()
             for ev, _ in wanted:
                 stamps[ev.call_id]["queued"] = now
             return hop(self, wanted)
 
         CtiPipeline.start = traced_start  # type: ignore[method-assign]
-        CtiPipeline._hop = traced_hop  # type: ignore[method-assign]
+        PopPath._hop = traced_hop  # type: ignore[method-assign]
 
-        lookup, card = pipeline_module.lookup_sync, pipeline_module.screen_pop_sync
+        lookup, card = pop_path_module.lookup_sync, pop_path_module.screen_pop_sync
         local = threading.local()  # one pop's lookup, then its card, in one worker thread
 
         @functools.wraps(lookup)
@@ -86,8 +87,8 @@ class PopTrace:
             stamps[call_id].update(thread=began, built=time.perf_counter(), cpu=cpu)
             return out
 
-        pipeline_module.lookup_sync = traced_lookup
-        pipeline_module.screen_pop_sync = traced_card
+        pop_path_module.lookup_sync = traced_lookup
+        pop_path_module.screen_pop_sync = traced_card
 
         publish = LocalBus.publish
 

@@ -2,10 +2,9 @@
 
 Two paths leave :meth:`CtiPipeline.handle`, side by side:
 
-- the pop path (ringing/dialing): the extension's operator, the clients with the number, the
-  card, a publish on the bus. Nothing else: no writes, so no lock can make a pop wait; and
-  from its read to its push the database's writer thread starts no new transaction
-  (``engine/storage/urgency.py``).
+- the pop path (ringing/dialing; ``cti_adapter/pop_path.py``): the extension's operator, the
+  clients with the number, the card, a publish on the bus. Nothing else: no writes, so no
+  lock can make a pop wait.
 - the log path (``cti_adapter/call_log.py``): every event recorded once, and the ``calls``
   row per (call id, extension) created or updated, in group commits.
 
@@ -28,43 +27,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from functools import partial
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection
-
-from cti_adapter.call_log import POPPING, UNKNOWN, CallLog, CallRow, Found, Key
-from cti_adapter.directory import Operator, OperatorDirectory
+from cti_adapter.call_log import POPPING, CallLog, CallRow, Found, Key
+from cti_adapter.directory import OperatorDirectory
 from cti_adapter.events import CallEvent, CallEventType
-from cti_adapter.pops import (
-    POPS_CHANNEL,
-    Lookup,
-    addressed,
-    call_state,
-    lookup_sync,
-    screen_pop_sync,
-)
-from engine.models import Call
+from cti_adapter.pop_path import PopPath
+from cti_adapter.pops import POPS_CHANNEL, addressed, call_state
 from engine.service import Tierline
-from engine.storage.hot import HotQuery
 
 log = logging.getLogger("tierline.cti")
 
-POPS_PER_HOP = 8
 _STATES = {CallEventType.ANSWERED: "answered", CallEventType.HANGUP: "hangup"}
-
-
-_CALLS = Call.__table__  # type: ignore[attr-defined]
-_LINKED = HotQuery(
-    sa.select(_CALLS.c.client_id).where(
-        _CALLS.c.pbx_call_id == sa.bindparam("call_id"),
-        _CALLS.c.extension == sa.bindparam("ext"),
-    )
-)
 
 
 @dataclass
@@ -113,29 +89,6 @@ class Started:
         return [*self.pops, *self.reads]
 
 
-_Built = list[tuple[CallEvent, Operator, Lookup, dict] | None]
-
-
-def _nothing(*_: object) -> None:
-    return None
-
-
-@dataclass(slots=True)
-class _Hop:
-    """One trip to the database for a few pops: their read queued (None: nobody to pop),
-    the writer held back until :meth:`end`."""
-
-    reading: asyncio.Future[_Built] | None
-    release: Callable[..., None]
-
-    def end(self, *_: object) -> None:
-        """The pops are pushed, or never will be: skip the read if still queued, let the
-        writer go on. Idempotent; takes any arguments, to serve as a done callback."""
-        if self.reading is not None and not self.reading.done():
-            self.reading.cancel()
-        self.release()
-
-
 class CtiPipeline:
     def __init__(
         self,
@@ -148,6 +101,7 @@ class CtiPipeline:
         self.directory = directory or OperatorDirectory(tl.db)
         self.pop_before_commit = pop_before_commit
         self.call_log = CallLog(tl, self.directory)
+        self.pop_path = PopPath(tl, self.directory)
 
     async def handle(self, events: Sequence[CallEvent]) -> Outcome:
         """Record ``events`` (committed when this returns) and push their pops and states."""
@@ -161,15 +115,10 @@ class CtiPipeline:
             # The pop path's lookup also tells the log path which client the call is with.
             loop = asyncio.get_running_loop()
             started.matched = {ev.dedup_key: loop.create_future() for ev in popping}
-            # The first hop's read is queued now, not once the task gets its turn on a busy
-            # loop (0.5 ms of the slowest pops' 6, bench/pop_latency.py --trace).
-            first = self._hop_now(popping[:POPS_PER_HOP])
-            task = loop.create_task(self._pops(popping, started.matched, first))
-            if first is not None:
-                task.add_done_callback(first.end)  # cancelled before its first step, too
-                if first.reading is not None:
-                    started.reads.append(first.reading)
+            task, read = self.pop_path.begin(popping, started.matched)
             started.pops.append(task)
+            if read is not None:
+                started.reads.append(read)
         return started
 
     async def finish(self, started: Started) -> Outcome:
@@ -187,7 +136,7 @@ class CtiPipeline:
         fresh = {ev.dedup_key for ev, _ in changed} - started.matched.keys()
         late = [ev for ev in started.events if ev.event in POPPING and ev.dedup_key in fresh]
         if late:
-            pops += await self._pops(late, {})
+            pops += await self.pop_path.run(late, {})
         states = 0
         for ev, call in changed:
             state = _STATES.get(ev.event)
@@ -197,122 +146,13 @@ class CtiPipeline:
 
     # --- pop path -----------------------------------------------------------------------
 
-    async def _pops(
-        self,
-        events: list[CallEvent],
-        matched: dict[Key, asyncio.Future[Found]],
-        first: _Hop | None = None,
-    ) -> int:
-        """Pop ``events`` a few per database hop: a PBX batch of k ringing events (a ring
-        group, a busy AMI stream) costs k/POPS_PER_HOP thread hops, not k, and the first
-        pops of the batch still go out before the rest are built. ``first``: the first
-        hop, already under way."""
-        sent = 0
-        try:
-            for start in range(0, len(events), POPS_PER_HOP):
-                chunk = events[start : start + POPS_PER_HOP]
-                try:
-                    if start == 0 and first is not None:
-                        sent += await self._push(first, matched)
-                    else:
-                        sent += await self.pop_many(chunk, matched)
-                except Exception:
-                    # A pop is a convenience; the call log is the record. Never fail the event.
-                    log.exception("screen pops for calls %s failed", [e.call_id for e in chunk])
-        finally:
-            for fut in matched.values():
-                if not fut.done():
-                    fut.set_result(UNKNOWN)
-        return sent
-
     async def pop(self, ev: CallEvent, matched: asyncio.Future[Found] | None = None) -> int:
         """Look the caller up and push the pop to the extension's operator (0 if nobody).
 
         ``matched`` receives the one matching client's id (or None) and the number's E.164
         (a ``call_log.Hint``) as soon as they are known.
         """
-        return await self.pop_many([ev], {ev.dedup_key: matched} if matched else {})
-
-    async def pop_many(
-        self, events: list[CallEvent], matched: dict[Key, asyncio.Future[Found]]
-    ) -> int:
-        wanted = []
-        for ev in events:
-            user = await self.directory.by_extension(ev.extension)
-            if user is not None:
-                wanted.append((ev, user))
-        return await self._push(self._hop(wanted), matched)
-
-    def _hop_now(self, events: list[CallEvent]) -> _Hop | None:
-        """The hop for ``events`` when the directory knows every extension (the usual
-        case), else None: the directory must be read first."""
-        wanted = []
-        for ev in events:
-            known, user = self.directory.cached(ev.extension)
-            if not known:
-                return None
-            if user is not None:
-                wanted.append((ev, user))
-        return self._hop(wanted)
-
-    def _hop(self, wanted: list[tuple[CallEvent, Operator]]) -> _Hop:
-        if not wanted:
-            return _Hop(None, _nothing)
-        # From the read to the push the writer thread starts no new transaction: its
-        # statements would take the GIL from this pop's thread and from the loop.
-        release = self.tl.db.hold_writes()
-        build = partial(self._build, wanted, self.tl.clock.now())
-        return _Hop(self.tl.db.read_soon(build), release)
-
-    def _build(
-        self, wanted: list[tuple[CallEvent, Operator]], sent_at: datetime, conn: Connection
-    ) -> _Built:
-        """In the reader thread: the lookups and cards of one hop's pops."""
-        tl = self.tl
-        region, tz = tl.settings.default_region, tl.settings.timezone
-        out: _Built = []
-        for ev, user in wanted:
-            try:
-                linked = None
-                if ev.event is CallEventType.DIALING:
-                    # Click-to-dial wrote the row first: show the client the operator chose.
-                    linked = _LINKED.first(conn, {"call_id": ev.call_id, "ext": ev.extension})
-                found = lookup_sync(
-                    conn, ev.customer_number, region, linked_client_id=linked and linked.client_id
-                )
-                message = screen_pop_sync(
-                    conn, tl.cache, user, ev.call_id, found, default_tz=tz, sent_at=sent_at
-                )
-                message["direction"] = ev.direction.value
-                out.append((ev, user, found, message))
-            except Exception:
-                # A pop is a convenience; the call log is the record. Never fail the event.
-                log.exception("screen pop for call %s failed", ev.call_id)
-                out.append(None)
-        return out
-
-    async def _push(self, hop: _Hop, matched: dict[Key, asyncio.Future[Found]]) -> int:
-        """Wait for the hop's read, tell the log path what each pop found, push the pops."""
-        if hop.reading is None:
-            return 0
-        sent = 0
-        try:
-            for item in await hop.reading:
-                if item is None:
-                    continue
-                ev, user, found, message = item
-                fut = matched.get(ev.dedup_key)
-                if fut is not None and not fut.done():
-                    only = found.clients[0].id if len(found.clients) == 1 else None
-                    fut.set_result((only, found.e164))
-                try:
-                    await self.tl.bus.publish(POPS_CHANNEL, addressed(user.id, message))
-                    sent += 1
-                except Exception:
-                    log.exception("screen pop for call %s not pushed", ev.call_id)
-        finally:
-            hop.end()
-        return sent
+        return await self.pop_path.pop_many([ev], {ev.dedup_key: matched} if matched else {})
 
     async def _push_state(self, call: CallRow, state: str) -> bool:
         user_id = call.operator_id

@@ -371,7 +371,7 @@ async def test_cancelled_the_pump_waits_for_its_pops_to_give_their_connections_b
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(pumping, TIMEOUT)
     assert released.is_set()
-    assert not [t for t in asyncio.all_tasks() if t.get_coro().__qualname__ == "CtiPipeline._pops"]
+    assert not [t for t in asyncio.all_tasks() if t.get_coro().__qualname__ == "PopPath.run"]
     first.release()
     await first.done
 

@@ -199,7 +199,7 @@ async def test_a_ringing_event_has_its_read_queued_before_the_pop_task_runs(tl: 
 
     def read(fn):  # type: ignore[no-untyped-def]
         future = real_read(fn)
-        if getattr(fn, "func", None) == pipeline._build:  # a pop's, not the directory's
+        if getattr(fn, "func", None) == pipeline.pop_path._build:  # a pop's, not the directory's
             queued.append(future)
         return future
 

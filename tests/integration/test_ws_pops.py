@@ -368,7 +368,7 @@ async def test_click_to_dial_pops_the_chosen_client(
 async def test_a_batch_of_ringing_events_pops_each_operator(web_client, aiohttp_client, tl) -> None:
     """One PBX request with more ringing events than one database hop builds (a ring group
     across many phones): every operator gets exactly their own pop, with the right card."""
-    from cti_adapter.pipeline import POPS_PER_HOP
+    from cti_adapter.pop_path import POPS_PER_HOP
 
     count = POPS_PER_HOP + 3
     sockets = {}
