@@ -36,6 +36,10 @@ window.TierlineSegments = (function () {
   async function loadWorkflow() {
     const current = await api("GET", "/api/workflows/current");
     S.workflow = { tiers: current.tiers, states: current.states };
+    // Tables filled before the workflow came (the first preview) get their titles now.
+    document.querySelectorAll("td.client-state").forEach(function (cell) {
+      cell.textContent = stateName(cell.title);
+    });
     emit("workflow");
   }
 
