@@ -13,10 +13,11 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, update
 from sqlmodel import col, select
 
+from engine import phones
 from engine.calendar import CallingPolicy, last_window
 from engine.clients import NewClient, create_client
 from engine.definitions import current_version
-from engine.models import Client, FollowUp, FollowUpStatus, User
+from engine.models import Client, ClientPhone, FollowUp, FollowUpStatus, User
 from engine.runtime import EventRequest
 from engine.service import Tierline
 from engine.users import NewUser, create_user
@@ -172,16 +173,22 @@ async def seed_demo(
                     state=state,
                 )
         # A working morning: a third of the calls are due already, some overdue.
+        # Each in the client's own calling window: a London client's call is overdue since
+        # London's afternoon, not since Moscow's.
         pending = (
             await session.exec(
-                select(FollowUp.id).where(
+                select(FollowUp.id, ClientPhone.e164)
+                .join(ClientPhone, col(ClientPhone.client_id) == FollowUp.client_id)
+                .where(
                     col(FollowUp.status) == FollowUpStatus.PENDING,
                     col(FollowUp.auto_event).is_(None),
                 )
             )
         ).all()
-        for fid in rng.sample(list(pending), k=len(pending) // 3):
-            due = _calling_time_before(now, rng.randrange(1, 300), tl.settings.timezone, tl.policy)
+        zone = tl.settings.timezone
+        for fid, e164 in rng.sample(list(pending), k=len(pending) // 3):
+            tz = phones.timezone_for(e164, prefer=zone) or zone
+            due = _calling_time_before(now, rng.randrange(1, 300), tz, tl.policy)
             await session.exec(update(FollowUp).where(col(FollowUp.id) == fid).values(due_at=due))
     await _demo_day(tl, staff, rng)
     return DemoResult(created=True, password=password, clients=count)

@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 from sqlmodel import col, select
 
+from engine import phones
 from engine.calendar import in_window
 from engine.demo import WOMEN, seed_demo
-from engine.models import FollowUp, FollowUpStatus
+from engine.models import ClientPhone, FollowUp, FollowUpStatus
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -137,18 +138,26 @@ async def test_demo_overdue_calls_were_due_inside_the_calling_window(  # type: i
 ) -> None:
     """The demo's overdue calls are up to five hours of calling time late, where the planner
     would have put them: inside the window, back across the night. None "due" at 03:00, and
-    at 09:30 not only the last half hour's (the supervisor's overdue list stays busy)."""
+    at 09:30 not only the last half hour's (the supervisor's overdue list stays busy). The
+    window is the client's own: a London client's call is late since London's afternoon."""
     clock.set(now)
-    await seed_demo(tl, "demo-password", spread={"new": 40, "presentation": 20})
+    await seed_demo(tl, "demo-password", spread={"new": 200, "presentation": 20})
     async with tl.db.session() as s:
-        dues = (
+        rows = (
             await s.exec(
-                select(FollowUp.due_at).where(
+                select(FollowUp.due_at, ClientPhone.e164)
+                .join(ClientPhone, col(ClientPhone.client_id) == FollowUp.client_id)
+                .where(
                     col(FollowUp.status) == FollowUpStatus.PENDING,
                     col(FollowUp.due_at) <= clock.now(),
                 )
             )
         ).all()
+    zone = tl.settings.timezone
+    zones = {e164: phones.timezone_for(e164, prefer=zone) or zone for _, e164 in rows}
+    dues = [due for due, _ in rows]
     assert len(dues) >= 10  # a third of the calls are due already
-    assert all(in_window(due, tl.settings.timezone, tl.policy) for due in dues), sorted(dues)
+    assert len(set(zones.values())) > 1  # foreign clients among them
+    wrong = [(due, zones[e164]) for due, e164 in rows if not in_window(due, zones[e164], tl.policy)]
+    assert not wrong
     assert any(due < earliest for due in dues)  # some from the day before
