@@ -161,12 +161,18 @@ def workflow_publish(settings: Settings, args: argparse.Namespace) -> int:
         finally:
             await tl.stop()
         head = "dry run" if args.dry_run else f"published {report.name} version {report.version}"
-        print(f"{head}: {report.unchanged} clients stay in their states")
+        stay = "stays in its state" if report.unchanged == 1 else "stay in their states"
+        print(f"{head}: {clients(report.unchanged)} {stay}")
         for move, n in report.moves.items():
-            print(f"  {move}: {n} clients")
+            print(f"  {move}: {clients(n)}")
         return 0
 
     return run_async(go)
+
+
+def clients(n: int) -> str:
+    """ "1 client", "2 clients": a count as the CLI prints it."""
+    return f"{n} client" if n == 1 else f"{n} clients"
 
 
 def followups_check(settings: Settings, args: argparse.Namespace) -> int:
@@ -179,7 +185,8 @@ def followups_check(settings: Settings, args: argparse.Namespace) -> int:
             await tl.stop()
         for p in problems:
             print(p)
-        print(f"{len(problems)} clients break the follow-up invariant")
+        verb = "breaks" if len(problems) == 1 else "break"
+        print(f"{clients(len(problems))} {verb} the follow-up invariant")
         return 1 if problems else 0
 
     return run_async(go)

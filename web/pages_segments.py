@@ -23,9 +23,10 @@ TITLE = "Segments and campaigns"
 SEGMENT_STRINGS = (
     # shared and filters
     "Select {name}", "Click again to confirm", "choose…", "Save", "Saved filters", "Groups",
-    "Group", "Filter saved.", "Filter deleted.", "{n} clients match",
+    "Group", "Filter saved.", "Filter deleted.", "{n} clients match", "{n} client matches",
     "Complete the highlighted conditions to see the count.",
     "Complete the highlighted conditions first.", "Group {name} created with {n} clients.",
+    "Group {name} created with {n} client.",
     # criteria editor
     "Clients matching", "all of these conditions", "any of these conditions",
     "none of these conditions", "No conditions: every client matches.", "Condition",
@@ -38,9 +39,10 @@ SEGMENT_STRINGS = (
     "contacted at least once", "key", "important", "regular",
     # groups
     "empty — add clients by hand", "Made from the filter {name} on {time}.",
-    "Created on {time}.", "{n} members", "Remove selected", "Remove selected ({n})",
-    "Removed {n} clients from the group.", "Add selected to group",
-    "Add selected to group ({n})", "Added {n} clients to the group.", "Group deleted.",
+    "Created on {time}.", "{n} members", "{n} member", "Remove selected", "Remove selected ({n})",
+    "Removed {n} clients from the group.", "Removed {n} client from the group.",
+    "Add selected to group", "Add selected to group ({n})", "Added {n} clients to the group.",
+    "Added {n} client to the group.", "Group deleted.",
     # campaigns
     "filter", "group", "Choose an entry state to see who will call.",
     "Tier {tier}: the ticked operators share the clients; a client's own operator on the "

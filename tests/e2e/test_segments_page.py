@@ -135,6 +135,7 @@ async def test_supervisor_works_a_segment_to_a_campaign(page: Any, server: Serve
     await picked.check()
     await page.get_by_test_id("picker-add").click()
     await expect(size).to_have_text("4 members")
+    await expect(page.locator("#flash")).to_contain_text("Added 1 client to the group.")
     await expect(page.locator("#members-body")).to_contain_text("Sergei Sales")
     group_item = page.get_by_test_id("group-list").locator("li.is-active")
     await expect(group_item.get_by_test_id("group-item-size")).to_have_text("4")
@@ -316,11 +317,11 @@ async def test_filter_errors_show_by_the_form_and_stale_counts_are_dropped(
     await row.get_by_test_id("cond-value").fill("Twin")  # matches two clients
     await first_held.wait()
     await row.get_by_test_id("cond-value").fill("Tanya")  # matches one
-    await expect(count).to_have_text("1 clients match")
+    await expect(count).to_have_text("1 client matches")
     dropped = int(await count.get_attribute("data-dropped") or 0)
     release.set()
     await expect(count).to_have_attribute("data-dropped", str(dropped + 1))
-    await expect(count).to_have_text("1 clients match")  # the late answer changed nothing
+    await expect(count).to_have_text("1 client matches")  # the late answer changed nothing
     await expect(page.locator("#preview-body .client-name")).to_have_text(["Tanya Twin"])
     await page.unroute("**/api/filters/preview")
 

@@ -190,7 +190,7 @@ async def test_admin_edits_the_workflow_and_maps_clients_of_a_renamed_state(
     await expect(page.get_by_test_id("problems")).to_contain_text("No problems.")
     mapping = page.get_by_test_id("mapping")
     await expect(mapping).to_be_visible()
-    await expect(mapping).to_contain_text("Move 1 clients from call_back_later to")
+    await expect(mapping).to_contain_text("Move 1 client from call_back_later to")
     await expect(page.get_by_test_id("diff")).to_contain_text("+  callback_scheduled:")
     diagram = page.get_by_test_id("diagram")
     await expect(diagram).to_have_attribute("src", SVG_DATA_URL)
@@ -204,9 +204,9 @@ async def test_admin_edits_the_workflow_and_maps_clients_of_a_renamed_state(
     await page.get_by_test_id("dry-run").click()
     result = page.get_by_test_id("publish-result")
     await expect(result).to_contain_text(
-        "Dry run: 1 clients: call_back_later -> callback_scheduled"
+        "Dry run: 1 client: call_back_later -> callback_scheduled"
     )
-    await expect(page.get_by_test_id("move-count-call_back_later")).to_contain_text("1 clients")
+    await expect(page.get_by_test_id("move-count-call_back_later")).to_contain_text("1 client")
     await page.screenshot(path=screenshot_path("admin.png"))
 
     await page.fill("#publish-note", "call_back_later is now callback_scheduled")

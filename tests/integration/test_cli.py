@@ -227,7 +227,7 @@ async def test_workflow_publish_dry_run_then_for_real(tl, tmp_path):
         "workflow", "publish", str(renamed), "--map", mapping, "--dry-run", env=env
     )
     assert dry.code == 0, dry.err
-    assert "dry run: 1 clients stay in their states" in dry.out
+    assert "dry run: 1 client stays in its state" in dry.out
     assert "call_back_later -> agreed_call_back: 2 clients" in dry.out
     async with tl.db.session() as s:
         assert [v.version for v in await list_versions(s)] == [1]
@@ -285,7 +285,7 @@ async def test_followups_check_passes_then_reports_a_broken_row(tl, tmp_path):
     report = await tierline("followups", "check", env=env)
     assert report.code == 1
     assert f"client {broken.id} in 'new' has 0 pending" in report.out
-    assert "1 clients break the follow-up invariant" in report.out
+    assert "1 client breaks the follow-up invariant" in report.out
 
 
 async def test_simulate_without_the_servers_key_says_where_it_looked(tmp_path):

@@ -15,6 +15,8 @@ from web.pages_segments import SEGMENT_STRINGS
 STATIC = Path(pages.__file__).parent / "static"
 # t("literal") in a script: every such string must travel to the page translated.
 T_CALL = re.compile(r'\bt\(\s*"((?:[^"\\]|\\.)*)"')
+# T.tn(n, "one", "many", …): both forms travel too.
+TN_CALL = re.compile(r'\btn\([^,]+,\s*"((?:[^"\\]|\\.)*)",\s*"((?:[^"\\]|\\.)*)"')
 
 
 def _page_data(html: str) -> dict:
@@ -80,8 +82,11 @@ async def test_staff_get_the_page_with_its_strings(tl: Tierline, web_client) -> 
 def test_every_string_the_scripts_show_is_in_the_catalogue() -> None:
     scripts = sorted(STATIC.glob("segments*.js"))
     assert len(scripts) >= 5
-    shown = {m for path in scripts for m in T_CALL.findall(path.read_text(encoding="utf-8"))}
-    assert "Launching…" in shown  # the pattern finds what it should
+    texts = [path.read_text(encoding="utf-8") for path in scripts]
+    shown = {m for text in texts for m in T_CALL.findall(text)}
+    shown |= {form for text in texts for pair in TN_CALL.findall(text) for form in pair}
+    assert "Launching…" in shown  # the patterns find what they should
+    assert {"Added {n} client to the group.", "{n} clients match"} <= shown
     known = set(SEGMENT_STRINGS) | set(pages.JS_STRINGS)
     assert sorted(shown - known) == []
     assert len(SEGMENT_STRINGS) == len(set(SEGMENT_STRINGS)), "a string is listed twice"

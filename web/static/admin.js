@@ -197,13 +197,13 @@ window.TierlineAdmin = (function () {
     removed.forEach(function (state) {
       const select = el("select", {
         class: "map-target", "data-from": state, "data-testid": "map-" + state,
-        "aria-label": t("Move {n} clients from {state} to", { n: needs[state], state: state }),
+        "aria-label": T.tn(needs[state], "Move {n} client from {state} to", "Move {n} clients from {state} to", { state: state }),
       }, el("option", { value: "" }, t("choose…")));
       states.filter(function (s) { return !s.final; }).forEach(function (s) {
         select.appendChild(el("option", { value: s.name }, s.title + " (" + s.name + ")"));
       });
       rows.appendChild(el("div", { class: "map-row" },
-        el("span", {}, t("Move {n} clients from {state} to", { n: needs[state], state: state })),
+        el("span", {}, T.tn(needs[state], "Move {n} client from {state} to", "Move {n} clients from {state} to", { state: state })),
         select,
         el("span", { class: "move-count", "data-testid": "move-count-" + state })));
     });
@@ -237,11 +237,12 @@ window.TierlineAdmin = (function () {
       showMoves(report.moves || {});
       if (dryRun) {
         const moves = Object.entries(report.moves || {}).map(function (m) {
-          return t("{n} clients: {move}", { n: m[1], move: m[0] });
+          return T.tn(m[1], "{n} client: {move}", "{n} clients: {move}", { move: m[0] });
         });
-        result.textContent = t("Dry run: {moves}; {unchanged} clients stay where they are.", {
-          moves: moves.length ? moves.join("; ") : t("nothing moves"), unchanged: report.unchanged,
-        });
+        result.textContent = T.tn(report.unchanged,
+          "Dry run: {moves}; {n} client stays where it is.",
+          "Dry run: {moves}; {n} clients stay where they are.",
+          { moves: moves.length ? moves.join("; ") : t("nothing moves") });
       } else {
         result.textContent = t("Published version {n}.", { n: report.version });
         T.flash(t("Published version {n}.", { n: report.version }), "info");
@@ -265,7 +266,7 @@ window.TierlineAdmin = (function () {
     Object.entries(moves).forEach(function (m) {
       const from = m[0].split(" -> ")[0];
       const span = document.querySelector('[data-testid="move-count-' + CSS.escape(from) + '"]');
-      if (span) span.textContent = "→ " + t("{n} clients: {move}", { n: m[1], move: m[0] });
+      if (span) span.textContent = "→ " + T.tn(m[1], "{n} client: {move}", "{n} clients: {move}", { move: m[0] });
     });
   }
 

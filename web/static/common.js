@@ -25,6 +25,12 @@ window.Tierline = (function () {
     return text;
   }
 
+  /* A count in words: tn(1, "{n} client", "{n} clients") is "1 client", with 2 "2 clients".
+     Both forms are catalogue keys; ``params`` fill the rest. */
+  function tn(n, one, many, params) {
+    return t(Number(n) === 1 ? one : many, Object.assign({ n: n }, params));
+  }
+
   /* el("button", {class: "x", onclick: fn, dataset: {id: 1}}, "text", childNode, ...) */
   function el(tag, attrs) {
     const node = document.createElement(tag);
@@ -217,7 +223,7 @@ window.Tierline = (function () {
   }
 
   return {
-    t: t, el: el, clear: clear, api: api, ApiError: ApiError, flash: flash, tabs: tabs,
+    t: t, tn: tn, el: el, clear: clear, api: api, ApiError: ApiError, flash: flash, tabs: tabs,
     showError: showError, formatTime: formatTime, zonedToIso: zonedToIso, timeIn: timeIn,
     clockTime: clockTime,
     csrfToken: csrfToken,

@@ -35,7 +35,7 @@
     const groups = el("optgroup", { label: t("Groups") });
     S.groups.forEach(function (g) {
       groups.appendChild(el("option", { value: "group:" + g.id },
-        g.name + " (" + t("{n} members", { n: g.size }) + ")"));
+        g.name + " (" + T.tn(g.size, "{n} member", "{n} members") + ")"));
     });
     select.appendChild(filters);
     select.appendChild(groups);

@@ -69,7 +69,7 @@
     if (seq !== state.seq) return dropped();  // the filter changed while we waited
     S.clearError($("filter-error"));
     state.editor.markError({}, null);
-    count.textContent = t("{n} clients match", { n: answer.count });
+    count.textContent = T.tn(answer.count, "{n} client matches", "{n} clients match");
     count.dataset.count = String(answer.count);
     count.dataset.state = "done";
     const rows = $("preview-body");
@@ -180,7 +180,7 @@
     button.disabled = true;
     try {
       const group = await api("POST", "/api/groups", body);
-      T.flash(t("Group {name} created with {n} clients.", { name: group.name, n: group.size }), "info");
+      T.flash(T.tn(group.size, "Group {name} created with {n} client.", "Group {name} created with {n} clients.", { name: group.name }), "info");
       await S.loadGroups();
       S.goTab("groups");
       S.emit("open-group", group.id);

@@ -45,7 +45,7 @@
     try {
       const group = await api("POST", "/api/groups", body);
       $("group-form").reset();
-      T.flash(t("Group {name} created with {n} clients.", { name: group.name, n: group.size }), "info");
+      T.flash(T.tn(group.size, "Group {name} created with {n} client.", "Group {name} created with {n} clients.", { name: group.name }), "info");
       await S.loadGroups();
       await openGroup(group.id);
     } catch (err) {
@@ -85,7 +85,7 @@
 
   function showSize(size) {
     const node = $("group-size");
-    node.textContent = t("{n} members", { n: size });
+    node.textContent = T.tn(size, "{n} member", "{n} members");
     node.dataset.size = String(size);
   }
 
@@ -128,7 +128,7 @@
     try {
       const answer = await api("POST", "/api/groups/" + state.current + "/members/remove",
         { client_ids: ids });
-      T.flash(t("Removed {n} clients from the group.", { n: answer.removed }), "info");
+      T.flash(T.tn(answer.removed, "Removed {n} client from the group.", "Removed {n} clients from the group."), "info");
       await refreshGroup();
     } catch (err) {
       T.showError(err);
@@ -183,7 +183,7 @@
     try {
       const answer = await api("POST", "/api/groups/" + state.current + "/members",
         { client_ids: ids });
-      T.flash(t("Added {n} clients to the group.", { n: answer.added }), "info");
+      T.flash(T.tn(answer.added, "Added {n} client to the group.", "Added {n} clients to the group."), "info");
       $("picker-body").querySelectorAll("input.pick").forEach(function (box) { box.checked = false; });
       $("picker-all").checked = false;
       await refreshGroup();
