@@ -56,7 +56,8 @@ SEGMENT_STRINGS = (
     "Campaign {name} created.",
     "{segment}, entering {state}; {share} held back as the control group.",
     "Launch", "Launching…", "do not call", "in a final state", "working in another tier",
-    "Launched: {called} clients put into the workflow, {control} held back as the control group.",
+    "Launched: {n} clients put into the workflow, {control} held back as the control group.",
+    "Launched: {n} client put into the workflow, {control} held back as the control group.",
     "Skipped: {reasons}.", "Nobody was skipped.",
     # campaign report
     "Called", "Control group (not called)",

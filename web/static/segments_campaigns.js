@@ -186,8 +186,10 @@
       return t(SKIP_REASONS[reason] || reason) + ": " + l.skipped[reason].count;
     });
     result.dataset.kind = "done";
-    result.textContent = t("Launched: {called} clients put into the workflow, {control} held back as the control group.",
-      { called: l.called, control: l.control }) + " " +
+    result.textContent = T.tn(l.called,
+      "Launched: {n} client put into the workflow, {control} held back as the control group.",
+      "Launched: {n} clients put into the workflow, {control} held back as the control group.",
+      { control: l.control }) + " " +
       (skipped.length ? t("Skipped: {reasons}.", { reasons: skipped.join(", ") }) : t("Nobody was skipped.")) +
       " " + Ops.assignment(l);
     state.shownLaunch = id;
