@@ -144,7 +144,7 @@ class CtiPipeline:
                 states += 1
         return Outcome(started.accepted, len(changed), pops, states)
 
-    # --- pop path -----------------------------------------------------------------------
+    # --- pops (pop_path.py) and call states ---------------------------------------------
 
     async def pop(self, ev: CallEvent, matched: asyncio.Future[Found] | None = None) -> int:
         """Look the caller up and push the pop to the extension's operator (0 if nobody).
