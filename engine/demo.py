@@ -13,10 +13,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, update
 from sqlmodel import col, select
 
-from engine import phones
 from engine.calendar import CallingPolicy, last_window
 from engine.clients import NewClient, create_client
 from engine.definitions import current_version
+from engine.followups.planner import client_timezone
 from engine.models import Client, ClientPhone, FollowUp, FollowUpStatus, User
 from engine.runtime import EventRequest
 from engine.service import Tierline
@@ -172,22 +172,27 @@ async def seed_demo(
                     now=now,
                     state=state,
                 )
-        # A working morning: a third of the calls are due already, some overdue.
-        # Each in the client's own calling window: a London client's call is overdue since
-        # London's afternoon, not since Moscow's.
+        # A working morning: a third of the calls are due already, some overdue. Each in the
+        # client's own calling window: a London client's call is late since London's afternoon.
+        primary = (
+            select(ClientPhone.e164)
+            .where(col(ClientPhone.client_id) == col(Client.id))
+            .order_by(col(ClientPhone.id))
+            .limit(1)
+            .scalar_subquery()
+        )
         pending = (
             await session.exec(
-                select(FollowUp.id, ClientPhone.e164)
-                .join(ClientPhone, col(ClientPhone.client_id) == FollowUp.client_id)
+                select(FollowUp.id, Client, primary)
+                .join(Client, col(Client.id) == col(FollowUp.client_id))
                 .where(
                     col(FollowUp.status) == FollowUpStatus.PENDING,
                     col(FollowUp.auto_event).is_(None),
                 )
             )
         ).all()
-        zone = tl.settings.timezone
-        for fid, e164 in rng.sample(list(pending), k=len(pending) // 3):
-            tz = phones.timezone_for(e164, prefer=zone) or zone
+        for fid, client, e164 in rng.sample(list(pending), k=len(pending) // 3):
+            tz = client_timezone(client, e164, tl.settings.timezone)
             due = _calling_time_before(now, rng.randrange(1, 300), tz, tl.policy)
             await session.exec(update(FollowUp).where(col(FollowUp.id) == fid).values(due_at=due))
     await _demo_day(tl, staff, rng)

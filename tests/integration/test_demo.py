@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import sqlite3
 import subprocess
@@ -14,12 +15,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlmodel import col, select
 
-from engine import phones
 from engine.calendar import in_window
 from engine.demo import WOMEN, seed_demo
-from engine.models import ClientPhone, FollowUp, FollowUpStatus
+from engine.queue import due_queue
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -142,22 +141,17 @@ async def test_demo_overdue_calls_were_due_inside_the_calling_window(  # type: i
     window is the client's own: a London client's call is late since London's afternoon."""
     clock.set(now)
     await seed_demo(tl, "demo-password", spread={"new": 200, "presentation": 20})
-    async with tl.db.session() as s:
-        rows = (
-            await s.exec(
-                select(FollowUp.due_at, ClientPhone.e164)
-                .join(ClientPhone, col(ClientPhone.client_id) == FollowUp.client_id)
-                .where(
-                    col(FollowUp.status) == FollowUpStatus.PENDING,
-                    col(FollowUp.due_at) <= clock.now(),
-                )
-            )
-        ).all()
-    zone = tl.settings.timezone
-    zones = {e164: phones.timezone_for(e164, prefer=zone) or zone for _, e164 in rows}
-    dues = [due for due, _ in rows]
+    async with tl.db.session() as s:  # the supervisor's list: every call due, as it shows them
+        items = await due_queue(s, now=clock.now(), default_tz=tl.settings.timezone, limit=500)
+    # "Tue 24 Nov 10:00 client time (Europe/London)": the zone the operator reads it in.
+    zones = [re.fullmatch(r".* client time \((.+)\)", item.when)[1] for item in items]  # type: ignore[index]
+    dues = [item.due_at for item in items]
     assert len(dues) >= 10  # a third of the calls are due already
-    assert len(set(zones.values())) > 1  # foreign clients among them
-    wrong = [(due, zones[e164]) for due, e164 in rows if not in_window(due, zones[e164], tl.policy)]
+    assert len(set(zones)) > 1  # foreign clients among them
+    wrong = [
+        item.when
+        for item, zone in zip(items, zones, strict=True)
+        if not in_window(item.due_at, zone, tl.policy)
+    ]
     assert not wrong
     assert any(due < earliest for due in dues)  # some from the day before
