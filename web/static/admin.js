@@ -195,15 +195,16 @@ window.TierlineAdmin = (function () {
     }
     if (seq !== wf.seq) return;
     removed.forEach(function (state) {
+      const label = T.tn(needs[state], "Move {n} client from {state} to",
+        "Move {n} clients from {state} to", { state: state });
       const select = el("select", {
-        class: "map-target", "data-from": state, "data-testid": "map-" + state,
-        "aria-label": T.tn(needs[state], "Move {n} client from {state} to", "Move {n} clients from {state} to", { state: state }),
+        class: "map-target", "data-from": state, "data-testid": "map-" + state, "aria-label": label,
       }, el("option", { value: "" }, t("choose…")));
       states.filter(function (s) { return !s.final; }).forEach(function (s) {
         select.appendChild(el("option", { value: s.name }, s.title + " (" + s.name + ")"));
       });
       rows.appendChild(el("div", { class: "map-row" },
-        el("span", {}, T.tn(needs[state], "Move {n} client from {state} to", "Move {n} clients from {state} to", { state: state })),
+        el("span", {}, label),
         select,
         el("span", { class: "move-count", "data-testid": "move-count-" + state })));
     });
@@ -236,9 +237,7 @@ window.TierlineAdmin = (function () {
       const report = await api("POST", "/api/workflows/publish", body);
       showMoves(report.moves || {});
       if (dryRun) {
-        const moves = Object.entries(report.moves || {}).map(function (m) {
-          return T.tn(m[1], "{n} client: {move}", "{n} clients: {move}", { move: m[0] });
-        });
+        const moves = Object.entries(report.moves || {}).map(moveText);
         result.textContent = T.tn(report.unchanged,
           "Dry run: {moves}; {n} client stays where it is.",
           "Dry run: {moves}; {n} clients stay where they are.",
@@ -266,8 +265,13 @@ window.TierlineAdmin = (function () {
     Object.entries(moves).forEach(function (m) {
       const from = m[0].split(" -> ")[0];
       const span = document.querySelector('[data-testid="move-count-' + CSS.escape(from) + '"]');
-      if (span) span.textContent = "→ " + T.tn(m[1], "{n} client: {move}", "{n} clients: {move}", { move: m[0] });
+      if (span) span.textContent = "→ " + moveText(m);
     });
+  }
+
+  /* One entry of a publish report's moves, ["a -> b", n]: "3 clients: a -> b". */
+  function moveText(m) {
+    return T.tn(m[1], "{n} client: {move}", "{n} clients: {move}", { move: m[0] });
   }
 
   async function loadVersions() {

@@ -53,7 +53,7 @@ window.TierlineSupervisor = (function () {
       return;
     }
     fillSliceOptions(slice.slice_times || []);
-    $("figures-updated").textContent = t("Updated {time}", { time: T.clockTime(new Date().toISOString()) });
+    $("figures-updated").textContent = t("Updated {time}", { time: T.timeIn() });
     if (editing === null) renderFigures();
   }
 
