@@ -86,6 +86,8 @@ class Database:
         connection, not an ORM session: opening and closing a session cost ~90 µs more, and
         the callers (the screen pop, the call log) are the hot paths that want no entities.
         """
+        if not self.is_sqlite:
+            return await self._read_async(fn)  # no task of its own: nothing to start early
         return await self.read_soon(fn)
 
     def read_soon(self, fn: Callable[[Connection], T]) -> asyncio.Future[T]:
