@@ -46,7 +46,7 @@ _LINKED = HotQuery(
 )
 
 
-_Built = list[tuple[CallEvent, Operator, Lookup, dict] | None]
+_Built = list[tuple[CallEvent, Lookup, dict] | None]  # an event, its lookup, its envelope
 
 
 def _nothing(*_: object) -> None:
@@ -150,7 +150,7 @@ class PopPath:
     def _build(
         self, wanted: list[tuple[CallEvent, Operator]], sent_at: datetime, conn: Connection
     ) -> _Built:
-        """In the reader thread: the lookups and cards of one hop's pops."""
+        """In the reader thread: the lookups, cards and encoded pops of one hop."""
         tl = self.tl
         region, tz = tl.settings.default_region, tl.settings.timezone
         out: _Built = []
@@ -167,7 +167,7 @@ class PopPath:
                     conn, tl.cache, user, ev.call_id, found, default_tz=tz, sent_at=sent_at
                 )
                 message["direction"] = ev.direction.value
-                out.append((ev, user, found, message))
+                out.append((ev, found, addressed(user.id, message)))
             except Exception:
                 # A pop is a convenience; the call log is the record. Never fail the event.
                 log.exception("screen pop for call %s failed", ev.call_id)
@@ -183,13 +183,13 @@ class PopPath:
             for item in await hop.reading:
                 if item is None:
                     continue
-                ev, user, found, message = item
+                ev, found, envelope = item
                 fut = matched.get(ev.dedup_key)
                 if fut is not None and not fut.done():
                     only = found.clients[0].id if len(found.clients) == 1 else None
                     fut.set_result((only, found.e164))
                 try:
-                    await self.tl.bus.publish(POPS_CHANNEL, addressed(user.id, message))
+                    await self.tl.bus.publish(POPS_CHANNEL, envelope)
                     sent += 1
                 except Exception:
                     log.exception("screen pop for call %s not pushed", ev.call_id)

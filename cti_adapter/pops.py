@@ -3,12 +3,13 @@
 A pop is the one thing on the hot path of a ringing call, so it is a handful of indexed
 reads: the extension's operator (cached), the clients with the caller's number, and the
 card when exactly one client matches and the operator may see it. Messages are plain JSON
-dicts (they cross the bus, Redis included).
+dicts; on the bus (Redis included) they travel encoded, in an envelope (``addressed``).
 """
 
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from cti_adapter.directory import Operator
 from engine import phones
 from engine.access import can_see_client
+from engine.bus import to_json
 from engine.card import card_sync, match_cards_sync
 from engine.clients import summary, summary_row_sync
 from engine.definitions import DefinitionCache
@@ -154,8 +156,21 @@ def call_state(call: Call | Any, state: str) -> dict[str, object]:
 
 
 def addressed(user_id: int, message: dict[str, object]) -> dict[str, object]:
-    """The envelope on the ``pops`` channel: the hub delivers ``message`` to one user."""
-    return {"user_id": user_id, "message": message}
+    """The envelope on the ``pops`` channel: the hub writes ``text`` to one user's sockets.
+
+    The message travels encoded, so a pop is encoded once, in the reader thread beside its
+    card, and the hub frames the text as it comes: carried as a dict, each card was encoded
+    and decoded by the bus and encoded again by the hub, ~7 % of the loop's time at 300
+    events/s. ``pop`` is a screen pop's call id: each socket gets one pop per call.
+    """
+    pop = message.get("call_id") if message.get("type") == "screen_pop" else None
+    return {"user_id": user_id, "pop": pop, "text": to_json(message)}
+
+
+def unaddressed(envelope: dict[str, Any]) -> dict[str, Any]:
+    """The message inside an ``addressed`` envelope."""
+    message: dict[str, Any] = json.loads(envelope["text"])
+    return message
 
 
 def iso(moment: datetime) -> str:

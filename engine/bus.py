@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
-__all__ = ["Bus", "Handler", "LocalBus", "make_bus"]
+__all__ = ["Bus", "Handler", "LocalBus", "make_bus", "to_json"]
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +36,18 @@ class Bus(Protocol):
     async def close(self) -> None: ...
 
 
+def to_json(message: dict[str, Any]) -> str:
+    """A message as the bus and the sockets carry it: compact, UTF-8 left as it is."""
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+
+
 def _encode(channel: str, message: dict[str, Any]) -> str:
     if not isinstance(channel, str) or not channel:
         raise ValueError(f"a bus channel is a non-empty string, got {channel!r}")
     if not isinstance(message, dict):
         raise TypeError(f"a bus message is a dict, got {type(message).__name__}")
     try:
-        return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+        return to_json(message)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"bus message on {channel!r} is not JSON-serialisable: {exc}") from None
 

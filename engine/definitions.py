@@ -90,6 +90,11 @@ async def list_versions(session: AsyncSession, name: str = DEFAULT_NAME) -> list
     return list(rows)
 
 
+
+def n_clients(n: int) -> str:
+    """ "1 client", "2 clients": a count as an admin reads it in a message."""
+    return f"{n} client" if n == 1 else f"{n} clients"
+
 @dataclass
 class PublishReport:
     name: str
@@ -181,7 +186,7 @@ async def publish(
     if report.missing_mappings:
         raise InvalidInput(
             "clients are in states the new version does not have; map each to a new state: "
-            + ", ".join(f"{s} ({counts[s]} clients)" for s in report.missing_mappings),
+            + ", ".join(f"{s} ({n_clients(counts[s])})" for s in report.missing_mappings),
             field="mapping",
             missing=report.missing_mappings,
         )

@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import SecretStr
 
-from engine.definitions import check_source, publish
+from engine.definitions import check_source, n_clients, publish
 from engine.errors import DefinitionError, InvalidInput, Unavailable
 from engine.service import Tierline
 from engine.settings import Settings
@@ -162,17 +162,12 @@ def workflow_publish(settings: Settings, args: argparse.Namespace) -> int:
             await tl.stop()
         head = "dry run" if args.dry_run else f"published {report.name} version {report.version}"
         stay = "stays in its state" if report.unchanged == 1 else "stay in their states"
-        print(f"{head}: {clients(report.unchanged)} {stay}")
+        print(f"{head}: {n_clients(report.unchanged)} {stay}")
         for move, n in report.moves.items():
-            print(f"  {move}: {clients(n)}")
+            print(f"  {move}: {n_clients(n)}")
         return 0
 
     return run_async(go)
-
-
-def clients(n: int) -> str:
-    """ "1 client", "2 clients": a count as the CLI prints it."""
-    return f"{n} client" if n == 1 else f"{n} clients"
 
 
 def followups_check(settings: Settings, args: argparse.Namespace) -> int:
@@ -186,7 +181,7 @@ def followups_check(settings: Settings, args: argparse.Namespace) -> int:
         for p in problems:
             print(p)
         verb = "breaks" if len(problems) == 1 else "break"
-        print(f"{clients(len(problems))} {verb} the follow-up invariant")
+        print(f"{n_clients(len(problems))} {verb} the follow-up invariant")
         return 1 if problems else 0
 
     return run_async(go)

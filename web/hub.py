@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections import deque
@@ -31,6 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cti_adapter.pops import POPS_CHANNEL
+from engine.bus import to_json
 from engine.models import Role
 from engine.users import USERS_CHANNEL
 from web.live_socket import CLOSE_TIMEOUT, text_frame
@@ -77,11 +77,13 @@ class Hub:
         return [c for conns in self.by_user.values() for c in conns]
 
     def send_to_user(self, user_id: int, message: dict[str, Any]) -> int:
+        return self._send_item(user_id, _item(message))
+
+    def _send_item(self, user_id: int, item: Item) -> int:
         conns = self.by_user.get(user_id)
         if not conns:
             return 0
         self.last_sent = time.monotonic()
-        item = _item(message)
         for conn in tuple(conns):
             self.deliver(conn, item)
         return len(conns)
@@ -145,10 +147,10 @@ class Hub:
             self.drop(conn, GOING_AWAY, "socket closing")
 
     def on_bus(self, channel: str, message: dict[str, Any]) -> None:
-        if channel == POPS_CHANNEL:
-            user_id, inner = message.get("user_id"), message.get("message")
-            if isinstance(user_id, int) and isinstance(inner, dict):
-                self.send_to_user(user_id, inner)
+        if channel == POPS_CHANNEL:  # cti_adapter.pops.addressed: already encoded
+            user_id, text, pop = message.get("user_id"), message.get("text"), message.get("pop")
+            if isinstance(user_id, int) and isinstance(text, str):
+                self._send_item(user_id, (pop if isinstance(pop, str) else None, text_frame(text)))
         elif channel == USERS_CHANNEL:
             user_id = message.get("user_id")
             if message.get("access") and isinstance(user_id, int):
@@ -243,4 +245,4 @@ class Hub:
 
 def _item(message: dict[str, Any]) -> Item:
     call_id = message.get("call_id") if message.get("type") == "screen_pop" else None
-    return call_id, text_frame(json.dumps(message, separators=(",", ":"), ensure_ascii=False))
+    return call_id, text_frame(to_json(message))

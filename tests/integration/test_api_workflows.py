@@ -113,7 +113,7 @@ async def test_publish_maps_clients_mid_way_and_keeps_their_follow_ups(tl, web_c
     assert missing.status == 400
     err = await missing.json()
     assert err["missing"] == ["call_back_later"] and err["counts"] == {"call_back_later": 1}
-    assert "call_back_later (1 clients)" in err["message"]
+    assert "call_back_later (1 client)" in err["message"]
 
     mapping = {"call_back_later": RENAMED}
     dry = await web_client.post(

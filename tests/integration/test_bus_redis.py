@@ -19,9 +19,14 @@ from urllib.parse import urlsplit
 import pytest
 import redis.asyncio as redis
 
-from engine.bus import LocalBus, make_bus
+from cti_adapter.pops import POPS_CHANNEL, addressed
+from engine.bus import LocalBus, make_bus, to_json
 from engine.bus_redis import RedisBus
 from engine.errors import Unavailable
+from engine.models import Role
+from web.hub import Hub
+from web.live_socket import text_frame
+from web.socket_state import Conn, SocketUser
 
 REDIS_URL = os.environ.get("TIERLINE_TEST_REDIS", "redis://127.0.0.1:6379/0")
 WAIT = 2.0  # seconds for a message to cross Redis on loopback: generous, rarely used up
@@ -110,6 +115,33 @@ async def test_a_message_reaches_every_node_exactly_once(nodes: tuple[RedisBus, 
     assert await drain_until_sentinel(queue_a) == []
     assert await drain_until_sentinel(queue_b) == []
     assert len(got_a) == len(got_b) == 2
+
+
+async def test_a_pop_published_on_one_node_reaches_a_socket_on_the_other_as_encoded(
+    nodes: tuple[RedisBus, RedisBus],
+) -> None:
+    """A pop crosses the bus encoded once (``addressed``); the node holding the socket frames
+    that text as it is, keeps the call id for de-duplication, and delivers only to that user."""
+    a, b = nodes
+    hub = Hub()
+    b.subscribe(hub.on_bus)
+    after_hub, _, arrived = recorder()
+    b.subscribe(after_hub)  # handlers run in order: this one hears a message after the hub
+    olga = Conn(hub, SocketUser(7, Role.OPERATOR, "cold"), 0.0)
+    boris = Conn(hub, SocketUser(8, Role.OPERATOR, "cold"), 0.0)
+    hub.add(olga)
+    hub.add(boris)  # not ready yet: what reaches them waits in their queues
+    pop = {"type": "screen_pop", "call_id": "c1", "client": {"name": 'Пётр "Петя" Иванов'}}
+    state = {"type": "call_state", "call_id": "c1", "state": "answered"}
+    await a.publish(POPS_CHANNEL, addressed(7, pop))
+    await a.publish(POPS_CHANNEL, addressed(7, state))
+    for _ in range(2):
+        await next_message(arrived)
+    assert list(olga.queue or ()) == [
+        ("c1", text_frame(to_json(pop))),
+        (None, text_frame(to_json(state))),  # not a pop: never de-duplicated
+    ]
+    assert boris.queue is None
 
 
 async def test_either_node_publishes_and_order_is_kept(nodes: tuple[RedisBus, RedisBus]) -> None:

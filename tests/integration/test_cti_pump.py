@@ -26,7 +26,7 @@ from sqlalchemy.exc import OperationalError
 import web.api.cti as cti
 from cti_adapter.events import CallEvent, CallEventType, Direction
 from cti_adapter.pipeline import CtiPipeline
-from cti_adapter.pops import POPS_CHANNEL
+from cti_adapter.pops import POPS_CHANNEL, unaddressed
 from engine.models import Call, CallEventRecord
 from engine.service import Tierline
 from tests.conftest import START
@@ -113,7 +113,7 @@ class Pushed:
 
     def _on_bus(self, channel: str, message: dict) -> None:
         if channel == POPS_CHANNEL:
-            self.messages.put_nowait(message["message"])
+            self.messages.put_nowait(unaddressed(message))
 
     async def next(self) -> dict:
         return await asyncio.wait_for(self.messages.get(), TIMEOUT)

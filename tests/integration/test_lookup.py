@@ -18,7 +18,7 @@ import cti_adapter.call_log as call_log_module
 import cti_adapter.pops as pops_module
 from cti_adapter.events import CallEvent, CallEventType, Direction
 from cti_adapter.pipeline import CtiPipeline
-from cti_adapter.pops import Lookup, lookup_sync
+from cti_adapter.pops import Lookup, lookup_sync, unaddressed
 from engine import phones
 from engine.card import match_cards_sync
 from engine.models import Call
@@ -193,7 +193,7 @@ async def test_a_ringing_event_has_its_read_queued_before_the_pop_task_runs(tl: 
     await make_client(tl, "Ivan Petrov", "+7 916 123-45-67")
     pipeline = CtiPipeline(tl)
     pushed: list[str] = []
-    tl.bus.subscribe(lambda ch, msg: pushed.append(msg["message"]["call_id"]))
+    tl.bus.subscribe(lambda ch, msg: pushed.append(unaddressed(msg)["call_id"]))
     queued: list[asyncio.Future] = []
     real_read = tl.db.read_soon
 
