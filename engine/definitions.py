@@ -90,10 +90,10 @@ async def list_versions(session: AsyncSession, name: str = DEFAULT_NAME) -> list
     return list(rows)
 
 
-
 def n_clients(n: int) -> str:
     """ "1 client", "2 clients": a count as an admin reads it in a message."""
     return f"{n} client" if n == 1 else f"{n} clients"
+
 
 @dataclass
 class PublishReport:
