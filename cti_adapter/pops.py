@@ -163,8 +163,13 @@ def addressed(user_id: int, message: dict[str, object]) -> dict[str, object]:
     and decoded by the bus and encoded again by the hub, ~7 % of the loop's time at 300
     events/s. ``pop`` is a screen pop's call id: each socket gets one pop per call.
     """
-    pop = message.get("call_id") if message.get("type") == "screen_pop" else None
-    return {"user_id": user_id, "pop": pop, "text": to_json(message)}
+    return {"user_id": user_id, "pop": pop_key(message), "text": to_json(message)}
+
+
+def pop_key(message: dict[str, Any]) -> str | None:
+    """The call id a socket shows one pop for, if ``message`` is a screen pop."""
+    call_id = message.get("call_id")
+    return call_id if message.get("type") == "screen_pop" and isinstance(call_id, str) else None
 
 
 def unaddressed(envelope: dict[str, Any]) -> dict[str, Any]:

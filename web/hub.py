@@ -29,7 +29,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from cti_adapter.pops import POPS_CHANNEL
+from cti_adapter.pops import POPS_CHANNEL, pop_key
 from engine.bus import to_json
 from engine.models import Role
 from engine.users import USERS_CHANNEL
@@ -244,5 +244,4 @@ class Hub:
 
 
 def _item(message: dict[str, Any]) -> Item:
-    call_id = message.get("call_id") if message.get("type") == "screen_pop" else None
-    return call_id, text_frame(to_json(message))
+    return pop_key(message), text_frame(to_json(message))
