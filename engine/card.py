@@ -46,6 +46,7 @@ from engine.models import (
     TransitionRecord,
     User,
 )
+from engine.queue import overdue_after
 from engine.storage.hot import HotQuery, connection_of
 
 __all__ = ["card", "card_sync", "match_cards_sync"]
@@ -66,6 +67,7 @@ _HEAD_ROW = sa.select(
     _followups.c.reason.label("fu_reason"),
     _followups.c.escalation_level.label("fu_escalation_level"),
     _followups.c.auto_event.label("fu_auto_event"),
+    _followups.c.grace_s.label("fu_grace_s"),
 ).select_from(
     _clients.outerjoin(_users, _users.c.id == _clients.c.owner_id).outerjoin(
         _followups,
@@ -240,6 +242,11 @@ def _card(
             "reason": client.fu_reason,
             "escalation_level": client.fu_escalation_level,
             "automatic": client.fu_auto_event is not None,
+            # The browser marks the call overdue from this moment on, as the queue does (an
+            # automatic event is the engine's to fire, never an operator's to be late for).
+            "overdue_at": None
+            if client.fu_auto_event is not None
+            else overdue_after(client.fu_due_at, client.fu_grace_s).isoformat(),
         }
     return {
         **summary(client),

@@ -53,11 +53,16 @@ class QueueItem:
         }
 
 
+def overdue_after(due_at: datetime, grace_s: int) -> datetime:
+    """When a follow-up due at ``due_at`` becomes overdue: past its grace, the same
+    yardstick the escalation sweep uses, but stable across escalation steps
+    (``escalate_at`` moves on with each step; due + grace does not). The queue and the
+    card both mark it by this."""
+    return due_at + (timedelta(seconds=grace_s) if grace_s else DEFAULT_GRACE)
+
+
 def is_overdue(fu: FollowUp, now: datetime) -> bool:
-    """Past its grace: the same yardstick the escalation sweep uses, but stable across
-    escalation steps (``escalate_at`` moves on with each step; due + grace does not)."""
-    grace = timedelta(seconds=fu.grace_s) if fu.grace_s else DEFAULT_GRACE
-    return now > fu.due_at + grace
+    return now > overdue_after(fu.due_at, fu.grace_s)
 
 
 async def due_queue(

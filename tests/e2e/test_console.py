@@ -6,7 +6,7 @@ Every wait is on something the operator would see (a selector, a text), never a 
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -356,4 +356,39 @@ async def test_call_script_names_the_operator_and_the_client(page: Any, server: 
         "{operator} of {company} calls {client} about {product}.",
     )
     assert filled == ["Ann of Northwind calls … about {product}.", 1]
+    no_script_errors(page)
+
+
+async def test_an_open_card_turns_overdue_when_the_call_is_late(page: Any, server: Server) -> None:
+    # The browser's clock is Playwright's: real time until the test jumps it forward.
+    await page.clock.install()
+    await open_console(page, server, "cold4")
+    created = await page.evaluate(
+        """() => Tierline.api("POST", "/api/clients",
+            {name: "Lena Late", phones: ["+7 916 555-08-08"]})"""
+    )
+    overdue_at = datetime.fromisoformat(created["next_followup"]["overdue_at"])
+
+    await server.call_event("ringing", new_call_id(), "+7 916 555-08-08", "204")
+    card = page.get_by_test_id("card")
+    await expect(card.get_by_test_id("client-name")).to_have_text("Lena Late")
+    next_followup = card.get_by_test_id("next-followup")
+    await expect(next_followup).to_contain_text("client time")
+    badge = next_followup.locator(".fu-overdue")
+    await expect(badge).to_be_hidden()
+    await expect(next_followup).not_to_have_class(re.compile("is-overdue"))
+
+    # The card stays open past the moment the queue would call the follow-up overdue.
+    late_by = overdue_at - datetime.now(UTC) + timedelta(minutes=1)
+    await page.clock.fast_forward(int(late_by.total_seconds() * 1000))
+    await expect(badge).to_be_visible()
+    await expect(badge).to_have_text("overdue")
+    await expect(next_followup).to_have_class(re.compile("is-overdue"))
+    # The card shown afresh (the client opened again) is marked at once, not at the next
+    # tick of the 15-second timer.
+    await page.evaluate("document.getElementById('pop').textContent = ''; location.hash = ''")
+    await expect(card).to_have_count(0)
+    await page.evaluate(f"location.hash = '#client={created['id']}'")
+    await expect(card.get_by_test_id("client-name")).to_have_text("Lena Late")
+    await expect(card.get_by_test_id("next-followup").locator(".fu-overdue")).to_be_visible()
     no_script_errors(page)

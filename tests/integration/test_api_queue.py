@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlmodel import col, select
 
@@ -78,6 +78,36 @@ async def test_overdue_and_escalated_flags(tl, web_client, clock):
     assert set(items) == {"Pool new", "Personal"}  # cold2 now sees c1's escalated call
     assert items["Personal"]["escalated"] is True and items["Personal"]["overdue"] is True
     assert items["Pool new"]["escalated"] is True  # level 1: told the supervisor
+
+
+async def test_the_card_marks_overdue_as_the_queue_does(tl, web_client, clock):
+    """The card sends the moment its next follow-up turns overdue (the browser marks it
+    then, while the card is open); that moment agrees with the queue's flag either side."""
+    c1 = await make_user(tl, "cold1", tier="cold")
+    await make_user(tl, "boss", role="supervisor", tier=None)
+    pool = await make_client(tl, "Pool new")  # grace 4h
+    personal = await make_client(tl, "Personal", state="call_back_later", owner=c1)  # 1h
+    auto = await make_client(tl, "Auto handoff", state="qualified")  # an automatic event
+
+    async def overdue_at(client_id: int) -> str | None:
+        resp = await web_client.get(f"/api/clients/{client_id}")
+        assert resp.status == 200, await resp.text()
+        return (await resp.json())["next_followup"]["overdue_at"]
+
+    await sign_in(web_client, "boss")
+    assert await overdue_at(pool.id) == (START + timedelta(hours=4)).isoformat()
+    assert await overdue_at(auto.id) is None  # the engine's to fire, nobody's to be late for
+    personal_at = datetime.fromisoformat(await overdue_at(personal.id) or "")
+    assert personal_at == START + timedelta(days=1, hours=1)
+
+    await sign_in(web_client, "cold1")
+    for moment, late in ((personal_at - timedelta(minutes=1), False), (personal_at, False)):
+        await clock.advance(moment - clock.now())
+        assert {i["client"]["name"]: i["overdue"] for i in await _queue(web_client)} == {
+            "Pool new": True, "Personal": late,
+        }  # fmt: skip
+    await clock.advance(timedelta(seconds=1))
+    assert all(i["overdue"] for i in await _queue(web_client))
 
 
 async def test_supervisors_pick_a_tier_operators_cannot(tl, web_client, clock):

@@ -314,6 +314,7 @@
     S.view = { kind: "card", callId: callId || null, card: card, recorded: false };
     const area = T.clear($("pop"));
     area.appendChild(buildCard(card, notice));
+    markOverdue();
     renderBanner();
     syncOutcomeVisibility();
   }
@@ -323,6 +324,18 @@
     const node = el("section", { class: "card-section", "data-testid": testid },
       el("h3", null, t(title)), body);
     return { node: node, body: body };
+  }
+
+  // A card stays open for a whole call and longer: its next follow-up turns overdue on the
+  // operator's screen when the moment passes, by the queue's yardstick (due + grace), which
+  // the server sends as overdue_at.
+  function markOverdue() {
+    document.querySelectorAll(".next-followup[data-overdue-at]").forEach(function (node) {
+      const late = Date.now() >= new Date(node.dataset.overdueAt).getTime();
+      node.classList.toggle("is-overdue", late);
+      const badge = node.querySelector(".fu-overdue");
+      if (badge) badge.hidden = !late;
+    });
   }
 
   function buildCard(card, notice) {
@@ -341,8 +354,13 @@
       el("dt", null, t("Owner")), el("dd", null, card.owner || t("unowned")),
       el("dt", null, t("Phones")), el("dd", null, phones),
       el("dt", null, t("Next follow-up")),
-      el("dd", { class: "next-followup", "data-testid": "next-followup" },
+      el("dd", {
+        class: "next-followup", "data-testid": "next-followup",
+        dataset: fu && fu.overdue_at ? { overdueAt: fu.overdue_at } : {},
+      },
         fu ? [el("strong", { class: "fu-when" }, fu.when || T.formatTime(fu.due_at)),
+          fu.escalation_level > 0 ? el("span", { class: "badge badge-escalated" }, t("escalated")) : null,
+          el("span", { class: "badge badge-overdue fu-overdue", hidden: true }, t("overdue")),
           el("div", { class: "fu-reason" }, human(fu.kind), " — ",
             reasonText(fu.when, fu.reason) || human(fu.kind))]
           : t("none scheduled")));
@@ -826,6 +844,7 @@
     window.addEventListener("hashchange", openFromHash);
     setInterval(refreshQueue, QUEUE_REFRESH_MS);
     setInterval(watchSilence, 15000);
+    setInterval(markOverdue, 15000);
     refreshQueue();
     openFromHash();
     connect();
