@@ -140,3 +140,65 @@ async def test_a_big_refresh_is_read_in_short_batches(tl: Tierline) -> None:
     assert sizes == [150, 50, 0]  # three reads: 100, 100, 50
     assert (await directory.by_extension("2007")).tier == "sales"  # type: ignore[union-attr]
     assert None not in [await directory.by_extension(str(2000 + i)) for i in range(250)]
+
+
+async def test_one_stale_ask_sweeps_the_whole_cache_once(tl: Tierline) -> None:
+    """Asks come one by one (a pop every few ms): the first stale one refreshes every
+    extension known, and the next ones, already fresh, start no read of their own."""
+    for i in range(5):
+        await make_user(tl, f"op{i}", tier="cold", extension=str(301 + i))
+    clock = Clock()
+    directory = OperatorDirectory(tl.db, ttl=60, now=clock)
+    for i in range(5):
+        await directory.by_extension(str(301 + i))
+        clock.now += 5  # first asked at different times: different expiries
+    await _set(tl, "op4", tier="sales")
+
+    clock.now += 61 - 25  # only the first extension is past its TTL
+    await directory.by_extension("301")
+    assert directory._stale == {"301", "302", "303", "304", "305"}
+    await _refreshed(directory)
+    for i in range(5):
+        await directory.by_extension(str(301 + i))
+        assert directory._refresher is None  # one sweep, one shared expiry
+    assert (await directory.by_extension("305")).tier == "sales"  # type: ignore[union-attr]
+    clock.now += 59
+    await directory.by_extension("303")
+    assert directory._refresher is None
+    clock.now += 1
+    await directory.by_extension("303")
+    assert directory._refresher is not None  # the next sweep, a TTL after the last
+    await _refreshed(directory)
+
+
+async def test_a_read_overtaken_by_a_change_is_not_cached(tl: Tierline) -> None:
+    """The users API commits a change and announces it while a read begun before the commit
+    is on its way back: that read's old answer must not outlive the announcement."""
+    olga = await make_user(tl, "olga", tier="cold", extension="101")
+    clock = Clock()
+    directory = OperatorDirectory(tl.db, ttl=60, now=clock)
+    read = tl.db.read
+
+    async def overtaken(fn):  # type: ignore[no-untyped-def]
+        answer = await read(fn)  # read before the change ...
+        await _set(tl, "olga", tier="sales")  # ... which commits and is announced
+        directory.invalidate("101")
+        return answer
+
+    tl.db.read = overtaken  # type: ignore[method-assign]
+    try:
+        first = await directory.by_extension("101")
+    finally:
+        tl.db.read = read  # type: ignore[method-assign]
+    assert first == Operator(olga.id, "operator", "cold", "101")  # answered as read, ...
+    assert (await directory.by_extension("101")).tier == "sales"  # type: ignore[union-attr]
+
+    clock.now += 61  # and the same for a sweep
+    tl.db.read = overtaken  # type: ignore[method-assign]
+    try:
+        await _set(tl, "olga", tier="cold")
+        assert (await directory.by_extension("101")).tier == "sales"  # type: ignore[union-attr]
+        await _refreshed(directory)
+    finally:
+        tl.db.read = read  # type: ignore[method-assign]
+    assert (await directory.by_extension("101")).tier == "sales"  # type: ignore[union-attr]
