@@ -231,9 +231,7 @@ async def publish(
     for source_state, target in moves.items():
         await _move_clients(session, new, old, source_state, target, moved=source_state != target)
     await session.exec(
-        update(Client)
-        .where(_of_workflow(new.name))
-        .values(workflow_version_id=row.id)
+        update(Client).where(_of_workflow(new.name)).values(workflow_version_id=row.id)
     )
     report.version = row.version
     return report

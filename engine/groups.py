@@ -54,9 +54,7 @@ async def create_group(
     if where is not None:
         chosen = select(literal(group.id), col(Client.id), literal(now, UTCDateTime())).where(where)
         result = await session.exec(
-            insert(GroupMember).from_select(
-                ["group_id", "client_id", "added_at"], chosen
-            )
+            insert(GroupMember).from_select(["group_id", "client_id", "added_at"], chosen)
         )
         size = result.rowcount
     return group, size

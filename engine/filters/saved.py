@@ -80,9 +80,7 @@ async def delete_filter(session: AsyncSession, filter_id: int) -> None:
     row = await get_filter(session, filter_id)
     # Groups made from it keep their members and the criteria they copied; only the link goes.
     await session.exec(
-        update(Group)
-        .where(col(Group.source_filter_id) == filter_id)
-        .values(source_filter_id=None)
+        update(Group).where(col(Group.source_filter_id) == filter_id).values(source_filter_id=None)
     )
     await session.delete(row)
 

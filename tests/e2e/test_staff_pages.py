@@ -203,9 +203,7 @@ async def test_admin_edits_the_workflow_and_maps_clients_of_a_renamed_state(
     await page.get_by_test_id("map-call_back_later").select_option("callback_scheduled")
     await page.get_by_test_id("dry-run").click()
     result = page.get_by_test_id("publish-result")
-    await expect(result).to_contain_text(
-        "Dry run: 1 client: call_back_later -> callback_scheduled"
-    )
+    await expect(result).to_contain_text("Dry run: 1 client: call_back_later -> callback_scheduled")
     await expect(page.get_by_test_id("move-count-call_back_later")).to_contain_text("1 client")
     await page.screenshot(path=screenshot_path("admin.png"))
 

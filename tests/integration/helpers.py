@@ -14,7 +14,10 @@ _numbers = count(1000)
 
 
 async def make_user(
-    tl: Tierline, username: str, role: str = "operator", tier: str | None = "cold",
+    tl: Tierline,
+    username: str,
+    role: str = "operator",
+    tier: str | None = "cold",
     extension: str | None = None,
 ) -> User:
     async with tl.db.transaction() as session:
@@ -28,14 +31,22 @@ async def make_user(
 
 
 async def make_client(
-    tl: Tierline, name: str = "Ivan Petrov", phone: str | None = None, *,
-    state: str | None = None, email: str | None = "ivan@example.com", owner: User | None = None,
+    tl: Tierline,
+    name: str = "Ivan Petrov",
+    phone: str | None = None,
+    *,
+    state: str | None = None,
+    email: str | None = "ivan@example.com",
+    owner: User | None = None,
     timezone: str | None = None,
 ) -> Client:
     phone = phone or f"+7 916 000-{next(_numbers):04d}"
     return await tl.add_client(
         NewClient(
-            name=name, phones=[phone], email=email, owner_id=owner.id if owner else None,
+            name=name,
+            phones=[phone],
+            email=email,
+            owner_id=owner.id if owner else None,
             timezone=timezone,
         ),
         state=state,

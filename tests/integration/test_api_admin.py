@@ -55,8 +55,10 @@ async def test_admin_changes_calling_window_at_run_time(tl, web_client):
     await sign_in(web_client, "admin")
     resp = await web_client.put(
         "/api/settings",
-        json={"calling": {"window": "12:00-13:00"}, "pbx": {"ami_host": "pbx.local",
-                                                            "ami_secret": "s3cret-value"}},
+        json={
+            "calling": {"window": "12:00-13:00"},
+            "pbx": {"ami_host": "pbx.local", "ami_secret": "s3cret-value"},
+        },
     )
     assert resp.status == 200, await resp.text()
     body = await resp.json()

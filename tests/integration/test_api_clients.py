@@ -29,9 +29,14 @@ async def _refusals(tl, action: str, actor_id: int) -> list[AuditEntry]:
 async def _add_call(tl, pbx_id: str, operator, *, extension: str, client_id=None) -> int:
     async with tl.db.transaction() as s:
         call = Call(
-            pbx_call_id=pbx_id, direction="inbound", extension=extension,
-            operator_id=operator.id if operator else None, client_id=client_id,
-            number="+79165551234", status="answered", started_at=START,
+            pbx_call_id=pbx_id,
+            direction="inbound",
+            extension=extension,
+            operator_id=operator.id if operator else None,
+            client_id=client_id,
+            number="+79165551234",
+            status="answered",
+            started_at=START,
         )
         s.add(call)
         await s.flush()
@@ -133,9 +138,14 @@ async def test_create_lead_from_the_pop_links_the_operators_call(tl, web_client)
 
     resp = await web_client.post(
         "/api/clients",
-        json={"name": " Maria Ivanova ", "phones": ["8 916 555-12-34"], "company": "Roga",
-              "email": "m@example.com", "timezone": "Asia/Yekaterinburg",
-              "call_id": "1763884800.42"},
+        json={
+            "name": " Maria Ivanova ",
+            "phones": ["8 916 555-12-34"],
+            "company": "Roga",
+            "email": "m@example.com",
+            "timezone": "Asia/Yekaterinburg",
+            "call_id": "1763884800.42",
+        },
     )
     assert resp.status == 201, await resp.text()
     card = await resp.json()
@@ -149,8 +159,9 @@ async def test_create_lead_from_the_pop_links_the_operators_call(tl, web_client)
     assert bad.status == 400
     err = await bad.json()
     assert err["field"] == "phones" and err["value"] == "+7 916" and "'+7 916'" in err["message"]
-    assert (await (await web_client.post("/api/clients", json={"phones": ["+79161112233"]}))
-            .json())["field"] == "name"
+    assert (
+        await (await web_client.post("/api/clients", json={"phones": ["+79161112233"]})).json()
+    )["field"] == "name"
     tz = await web_client.post(
         "/api/clients", json={"name": "Y", "phones": ["+79161112233"], "timezone": "Mars/Base"}
     )
@@ -176,9 +187,14 @@ async def test_outcome_moves_the_client_and_fills_the_call(tl, web_client):
 
     resp = await web_client.post(
         f"/api/clients/{client.id}/events",
-        json={"event": "call_back", "expected_revision": 0, "note": "after lunch tomorrow",
-              "call_id": "pbx-1", "follow_up_at": "2026-11-24T15:00:00+03:00",
-              "checklist": {"contact": True, "diagnosis": False}},
+        json={
+            "event": "call_back",
+            "expected_revision": 0,
+            "note": "after lunch tomorrow",
+            "call_id": "pbx-1",
+            "follow_up_at": "2026-11-24T15:00:00+03:00",
+            "checklist": {"contact": True, "diagnosis": False},
+        },
     )
     assert resp.status == 200, await resp.text()
     body = await resp.json()
@@ -305,12 +321,22 @@ async def test_export_streams_every_client_to_admins_only(tl, web_client, monkey
     assert body[0]["owner"] == "cold1" and body[0]["state"] == "new"
     async with tl.db.session() as s:
         phone = (await s.exec(select(ClientPhone).where(ClientPhone.client_id == made[0].id))).one()
-        due = (await s.exec(select(FollowUp).where(
-            FollowUp.client_id == made[0].id, FollowUp.status == FollowUpStatus.PENDING))).one()
+        due = (
+            await s.exec(
+                select(FollowUp).where(
+                    FollowUp.client_id == made[0].id, FollowUp.status == FollowUpStatus.PENDING
+                )
+            )
+        ).one()
     assert body[0]["phones"] == phone.e164
     assert datetime.fromisoformat(body[0]["next_followup_at"]) == due.due_at.astimezone(UTC)
     assert body[-1]["name"] == "'=HYPERLINK(evil)"  # never a live formula in a spreadsheet
     async with tl.db.session() as s:
-        audit = (await s.exec(select(AuditEntry).where(
-            AuditEntry.action == "export.clients", AuditEntry.actor_id == admin.id))).one()
+        audit = (
+            await s.exec(
+                select(AuditEntry).where(
+                    AuditEntry.action == "export.clients", AuditEntry.actor_id == admin.id
+                )
+            )
+        ).one()
     assert audit.allowed and audit.detail == {"rows": 8, "complete": True}

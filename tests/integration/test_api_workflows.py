@@ -99,14 +99,21 @@ async def test_publish_maps_clients_mid_way_and_keeps_their_follow_ups(tl, web_c
     )
     assert resp.status == 200
     async with tl.db.session() as s:
-        before = (await s.exec(select(FollowUp).where(
-            FollowUp.client_id == waiting.id, FollowUp.status == FollowUpStatus.PENDING))).one()
+        before = (
+            await s.exec(
+                select(FollowUp).where(
+                    FollowUp.client_id == waiting.id, FollowUp.status == FollowUpStatus.PENDING
+                )
+            )
+        ).one()
 
-    assert (await web_client.post(
-        "/api/workflows/publish", json={"source": _renamed_source()})).status == 403
+    assert (
+        await web_client.post("/api/workflows/publish", json={"source": _renamed_source()})
+    ).status == 403
     await sign_in(web_client, "admin")
-    check = await (await web_client.post(
-        "/api/workflows/validate", json={"source": _renamed_source()})).json()
+    check = await (
+        await web_client.post("/api/workflows/validate", json={"source": _renamed_source()})
+    ).json()
     assert check["needs_mapping"] == {"call_back_later": 1}
 
     missing = await web_client.post("/api/workflows/publish", json={"source": _renamed_source()})
@@ -140,21 +147,33 @@ async def test_publish_maps_clients_mid_way_and_keeps_their_follow_ups(tl, web_c
     assert current["published_by"] == "admin"
     versions = await (await web_client.get("/api/workflows/versions")).json()
     assert [(v["version"], v["is_current"]) for v in versions["versions"]] == [
-        (2, True), (1, False)
+        (2, True),
+        (1, False),
     ]
 
     async with tl.db.session() as s:
         moved = await s.get(Client, waiting.id)
-        after = (await s.exec(select(FollowUp).where(
-            FollowUp.client_id == waiting.id, FollowUp.status == FollowUpStatus.PENDING))).one()
+        after = (
+            await s.exec(
+                select(FollowUp).where(
+                    FollowUp.client_id == waiting.id, FollowUp.status == FollowUpStatus.PENDING
+                )
+            )
+        ).one()
         other = await s.get(Client, untouched.id)
-        audit = (await s.exec(select(AuditEntry).where(
-            col(AuditEntry.action).like("workflow.publish%")).order_by(AuditEntry.id))).all()
+        audit = (
+            await s.exec(
+                select(AuditEntry)
+                .where(col(AuditEntry.action).like("workflow.publish%"))
+                .order_by(AuditEntry.id)
+            )
+        ).all()
     assert (moved.state, moved.tier, moved.owner_id) == (RENAMED, "cold", cold.id)
     assert (after.id, after.due_at, after.state) == (before.id, before.due_at, RENAMED)
     assert other.state == "new" and other.workflow_version_id == moved.workflow_version_id
     assert [(a.action, a.actor_id) for a in audit] == [
-        ("workflow.publish.dry_run", admin.id), ("workflow.publish", admin.id)
+        ("workflow.publish.dry_run", admin.id),
+        ("workflow.publish", admin.id),
     ]
 
     # The moved client carries on under the new version.

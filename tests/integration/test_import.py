@@ -29,9 +29,9 @@ async def count(tl: Tierline, model: type) -> int:
 async def phones_of(tl: Tierline, client_id: int) -> list[str]:
     async with tl.db.session() as s:
         rows = await s.exec(
-            select(ClientPhone.e164).where(ClientPhone.client_id == client_id).order_by(
-                col(ClientPhone.id)
-            )
+            select(ClientPhone.e164)
+            .where(ClientPhone.client_id == client_id)
+            .order_by(col(ClientPhone.id))
         )
         return list(rows)
 
@@ -50,13 +50,15 @@ async def test_clean_file_enrols_every_client_with_one_followup(tl: Tierline, tm
         "\n"
         "John Smith,+44 20 7946 0958,Gamma,banking,\n",
     )
-    report = await import_contacts(
-        tl, path, ImportOptions(mapping={"custom.industry": "Industry"})
-    )
+    report = await import_contacts(tl, path, ImportOptions(mapping={"custom.industry": "Industry"}))
     assert (report.status, report.rows, report.created, report.errors) == ("done", 3, 3, 0)
     ivan = await client_by_name(tl, "Ivan Petrov")
     assert (ivan.company, ivan.email, ivan.custom, ivan.state, ivan.tier) == (
-        "Acme", "ivan@acme.ru", {"industry": "retail"}, "new", "cold",
+        "Acme",
+        "ivan@acme.ru",
+        {"industry": "retail"},
+        "new",
+        "cold",
     )
     assert await phones_of(tl, ivan.id) == ["+79161234567"]
     olga = await client_by_name(tl, "Olga Sidorova")
@@ -132,7 +134,12 @@ async def test_every_bad_row_is_reported_and_none_imported(tl: Tierline, tmp_pat
     async with tl.db.session() as s:
         errors = [(e.row, e.column) for e in await job_errors(s, report.job_id)]
     assert errors == [
-        (3, "phone"), (4, "name"), (5, "phone2"), (6, "email"), (6, "timezone"), (7, "phone"),
+        (3, "phone"),
+        (4, "name"),
+        (5, "phone2"),
+        (6, "email"),
+        (6, "timezone"),
+        (7, "phone"),
     ]
     async with tl.db.session() as s:
         names = set(await s.exec(select(Client.name)))

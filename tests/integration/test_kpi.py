@@ -29,16 +29,27 @@ def msk(hh: int, mm: int = 0, day: int = 23) -> datetime:
 
 
 async def add_call(
-    tl: Tierline, user: User, start: datetime, *, direction: str = "outbound",
-    answered: bool = True, minutes: float = 1,
+    tl: Tierline,
+    user: User,
+    start: datetime,
+    *,
+    direction: str = "outbound",
+    answered: bool = True,
+    minutes: float = 1,
 ) -> None:
     end = start + timedelta(minutes=minutes)
     async with tl.db.transaction() as s:
         s.add(
             Call(
-                pbx_call_id=f"c{next(_ids)}", direction=direction, extension=user.extension or "",
-                operator_id=user.id, number="+79161234567", status="ended", started_at=start,
-                answered_at=start if answered else None, ended_at=end,
+                pbx_call_id=f"c{next(_ids)}",
+                direction=direction,
+                extension=user.extension or "",
+                operator_id=user.id,
+                number="+79161234567",
+                status="ended",
+                started_at=start,
+                answered_at=start if answered else None,
+                ended_at=end,
                 duration_s=int(minutes * 60) if answered else None,
                 long_call=answered and minutes >= 10,
             )
@@ -56,8 +67,9 @@ async def day(tl: Tierline) -> dict[str, User]:
     s2 = await make_user(tl, "sales2", "operator", "sales", "202")
     c1 = await make_user(tl, "cold1", "operator", "cold", "101")
     await make_user(tl, "boss", "supervisor", None)
-    await set_norms(tl, s1, {"calls": 22, "long_calls": 2, "presentations": 4, "invoices": 2,
-                             "payments": 1})
+    await set_norms(
+        tl, s1, {"calls": 22, "long_calls": 2, "presentations": 4, "invoices": 2, "payments": 1}
+    )
     await set_norms(tl, s2, {"calls": 22})
     await add_call(tl, s1, msk(15, day=22))  # yesterday: never counted
     await add_call(tl, s1, msk(9, 30), answered=False)  # outbound, unanswered: a call
@@ -80,7 +92,12 @@ async def day(tl: Tierline) -> dict[str, User]:
 async def slice_at(tl: Tierline, at: time | None, tier: str | None = None) -> KpiSlice:
     async with tl.db.session() as s:
         return await take_slice(
-            s, day=DAY, at=at, tz=tl.settings.timezone, policy=tl.policy, now=tl.clock.now(),
+            s,
+            day=DAY,
+            at=at,
+            tz=tl.settings.timezone,
+            policy=tl.policy,
+            now=tl.clock.now(),
             tier=tier,
         )
 
@@ -119,9 +136,7 @@ async def test_slices_at_11_and_17(tl: Tierline, day: dict[str, User]):
 
     now = await slice_at(tl, None)  # the clock is at 13:00
     assert now.label == "now" and figures(now, "sales1")["calls"][0] == 5
-    assert [o.username for o in (await slice_at(tl, time(17), tier="cold")).operators] == [
-        "cold1"
-    ]
+    assert [o.username for o in (await slice_at(tl, time(17), tier="cold")).operators] == ["cold1"]
 
 
 async def test_csv_has_a_line_per_operator_and_tier_totals(tl: Tierline, day: dict[str, User]):
@@ -132,11 +147,17 @@ async def test_csv_has_a_line_per_operator_and_tier_totals(tl: Tierline, day: di
     rows = list(csv.DictReader(io.StringIO(slice_csv(await slice_at(tl, time(17))))))
     assert [(r["username"], r["operator"]) for r in rows] == [
         ("cold1", "'=cmd|' /C calc'!A0"),  # a formula is written as text
-        ("sales1", "Sales1"), ("sales2", "Sales2"), ("", "TOTAL"), ("", "TOTAL"),
+        ("sales1", "Sales1"),
+        ("sales2", "Sales2"),
+        ("", "TOTAL"),
+        ("", "TOTAL"),
     ]
     s1 = rows[1]
     assert (s1["calls"], s1["calls_expected"], s1["calls_norm"], s1["calls_behind"]) == (
-        "5", "16", "22", "yes",
+        "5",
+        "16",
+        "22",
+        "yes",
     )
     assert (s1["payments"], s1["payments_behind"], s1["behind"]) == ("1", "no", "yes")
     assert rows[0]["calls_expected"] == "7" and rows[0]["tier"] == "cold"
@@ -160,10 +181,14 @@ async def test_kpi_over_http(http, tl: Tierline, day: dict[str, User]):  # type:
     assert resp.status == 200
     body = await resp.json()
     assert body["at"] == "17:00" and [o["username"] for o in body["operators"]] == [
-        "sales1", "sales2",
+        "sales1",
+        "sales2",
     ]
     assert body["operators"][0]["figures"]["calls"] == {
-        "actual": 5, "norm": 22, "expected": 16, "behind": True,
+        "actual": 5,
+        "norm": 22,
+        "expected": 16,
+        "behind": True,
     }
     assert body["tiers"]["sales"]["behind"] is True
     resp = await http.get("/api/kpi/slices.csv?day=2026-11-23&at=11:00")

@@ -74,8 +74,16 @@ async def test_lead_walks_from_cold_through_sales_to_key_accounts_and_support(tl
         ).all()
         kpis = (await s.exec(select(KpiEvent.kind).order_by(col(KpiEvent.id)))).all()
     assert history == [
-        "new", "no_answer", "qualified", "presentation", "invoice_sent", "paid",
-        "satisfaction_check", "upsell", "case_open", "resolved",
+        "new",
+        "no_answer",
+        "qualified",
+        "presentation",
+        "invoice_sent",
+        "paid",
+        "satisfaction_check",
+        "upsell",
+        "case_open",
+        "resolved",
     ]
     assert kpis == ["presentation", "invoice", "payment"]
     assert await tl.check_followups() == []
@@ -139,11 +147,18 @@ async def test_applied_reports_the_revision_that_was_committed(tl):
 async def test_group_commit_applies_successive_events_to_one_client(tl):
     client = await make_client(tl)
     results = await tl.runtime.apply_many(
-        [EventRequest(client.id, "no_answer"), EventRequest(client.id, "call_back"),
-         EventRequest(client.id, "payment_received"), EventRequest(client.id, "not_interested")]
+        [
+            EventRequest(client.id, "no_answer"),
+            EventRequest(client.id, "call_back"),
+            EventRequest(client.id, "payment_received"),
+            EventRequest(client.id, "not_interested"),
+        ]
     )
     assert [getattr(r, "to_state", type(r).__name__) for r in results] == [
-        "no_answer", "call_back_later", "EventNotAllowed", "not_interested"
+        "no_answer",
+        "call_back_later",
+        "EventNotAllowed",
+        "not_interested",
     ]
     async with tl.db.session() as s:
         assert (await s.get(Client, client.id)).revision == 3

@@ -40,23 +40,30 @@ async def test_wrong_password_is_401_and_audited_then_throttled(tl, web_client):
 async def test_admin_creates_users_and_duplicates_are_409(tl, web_client):
     await make_user(tl, "admin", role="admin", tier=None)
     await sign_in(web_client, "admin")
-    body = {"username": "op7", "password": "long enough pw", "role": "operator",
-            "tier": "sales", "extension": "207"}
+    body = {
+        "username": "op7",
+        "password": "long enough pw",
+        "role": "operator",
+        "tier": "sales",
+        "extension": "207",
+    }
     resp = await web_client.post("/api/users", json=body)
     assert resp.status == 201, await resp.text()
     assert (await resp.json())["extension"] == "207"
     dup = await web_client.post("/api/users", json={**body, "username": "op8"})
     assert dup.status == 409 and (await dup.json())["field"] == "extension"
-    bad = await web_client.post("/api/users", json={**body, "username": "op9", "tier": "moon",
-                                                     "extension": "999"})
+    bad = await web_client.post(
+        "/api/users", json={**body, "username": "op9", "tier": "moon", "extension": "999"}
+    )
     assert bad.status == 400 and (await bad.json())["field"] == "tier"
 
 
 async def test_operator_cannot_create_users(tl, web_client):
     await make_user(tl, "cold1")
     await sign_in(web_client, "cold1")
-    resp = await web_client.post("/api/users", json={"username": "x", "password": "y" * 9,
-                                                      "role": "admin"})
+    resp = await web_client.post(
+        "/api/users", json={"username": "x", "password": "y" * 9, "role": "admin"}
+    )
     assert resp.status == 403
 
 
@@ -66,9 +73,7 @@ async def test_browser_requests_need_the_csrf_token(tl, web_client):
     body = {"username": "op1", "password": "long enough pw", "role": "supervisor"}
     origin = {"Origin": str(web_client.make_url("/"))}
     assert (await web_client.post("/api/users", json=body, headers=origin)).status == 403
-    ok = await web_client.post(
-        "/api/users", json=body, headers={**origin, "X-CSRF-Token": token}
-    )
+    ok = await web_client.post("/api/users", json=body, headers={**origin, "X-CSRF-Token": token})
     assert ok.status == 201
 
 

@@ -30,9 +30,7 @@ def synthetic(
     plan = ((called_ids, rate_called, revenue_lift), (control_ids, rate_control, 0.0))
     for ids, rate, extra in plan:
         rev = [rng.gauss(1000 + extra, 200) if rng.random() < rate else 0.0 for _ in ids]
-        arms.append(
-            ArmStats(len(ids), sum(1 for r in rev if r), sum(rev), sum(r * r for r in rev))
-        )
+        arms.append(ArmStats(len(ids), sum(1 for r in rev if r), sum(rev), sum(r * r for r in rev)))
         revenues.append(rev)
     return arms[0], arms[1], revenues[0], revenues[1]
 

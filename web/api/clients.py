@@ -129,7 +129,11 @@ async def search_clients(request: web.Request) -> web.Response:
         if user.role == Role.OPERATOR:
             if tier is not None and tier != user.tier:
                 raise await refuse(
-                    db, user, "client.search", f"tier:{tier}"[:128], tl.clock.now(),
+                    db,
+                    user,
+                    "client.search",
+                    f"tier:{tier}"[:128],
+                    tl.clock.now(),
                     f"you work the {user.tier or 'no'} tier, not {tier}",
                 )
             # An operator finds only what they may open; other tiers' matches stay unseen
@@ -247,8 +251,7 @@ async def add_note(request: web.Request) -> web.Response:
         note = ClientNote(client_id=client_id, author_id=user.id, at=tl.clock.now(), text=text)
         db.add(note)
         await db.flush()
-        out = {"id": note.id, "at": note.at.isoformat(), "text": note.text,
-               "author": user.username}
+        out = {"id": note.id, "at": note.at.isoformat(), "text": note.text, "author": user.username}
     return web.json_response({"note": out}, status=201)
 
 

@@ -36,7 +36,11 @@ async def get_queue(request: web.Request) -> web.Response:
         if user.role == Role.OPERATOR:
             if tier is not None and tier != user.tier:
                 raise await refuse(
-                    db, user, "queue.read", f"tier:{tier}"[:128], now,
+                    db,
+                    user,
+                    "queue.read",
+                    f"tier:{tier}"[:128],
+                    now,
                     f"you work the {user.tier or 'no'} tier, not {tier}",
                 )
             items = await due_queue(
@@ -52,9 +56,7 @@ async def get_queue(request: web.Request) -> web.Response:
             items = await due_queue(
                 db, now=now, default_tz=tl.settings.timezone, tier=tier, limit=limit
             )
-    return web.json_response(
-        {"items": [item.to_json() for item in items], "now": now.isoformat()}
-    )
+    return web.json_response({"items": [item.to_json() for item in items], "now": now.isoformat()})
 
 
 def setup(app: web.Application) -> None:

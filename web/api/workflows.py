@@ -124,9 +124,7 @@ async def _states_without_home(db: AsyncSession, defn: WorkflowDefinition) -> di
         select(WorkflowVersion.id).where(WorkflowVersion.name == defn.name)
     )
     rows = await db.exec(
-        select(Client.state, func.count())
-        .where(of_workflow)
-        .group_by(Client.state)
+        select(Client.state, func.count()).where(of_workflow).group_by(Client.state)
     )
     return {state: n for state, n in rows.all() if state not in defn.states}
 
@@ -190,8 +188,14 @@ async def publish_source(request: web.Request) -> web.Response:
     try:
         async with tl.db.transaction() as db:
             report = await publish(
-                db, tl.cache, source, now=now, mapping=mapping, actor_id=admin.id,
-                dry_run=dry_run, note=note,
+                db,
+                tl.cache,
+                source,
+                now=now,
+                mapping=mapping,
+                actor_id=admin.id,
+                dry_run=dry_run,
+                note=note,
             )
             db.add(
                 AuditEntry(
