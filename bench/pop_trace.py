@@ -93,7 +93,8 @@ class PopTrace:
         publish = LocalBus.publish
 
         async def traced_publish(self: LocalBus, channel: str, message: dict[str, Any]) -> None:
-            call_id = message.get("message", message).get("call_id")
+            # A screen pop's envelope (cti_adapter.pops.addressed) names its call as "pop".
+            call_id = message.get("pop")
             mine = stamps.get(call_id) if call_id else None
             if mine is not None and "published" not in mine:
                 mine["published"] = time.perf_counter()
