@@ -156,7 +156,9 @@ async def populate(tl: Tierline, operators: int = OPERATORS) -> None:
 # --- server side --------------------------------------------------------------------------
 
 
-def bench_routes(app: web.Application, state: dict[str, Any]) -> None:
+def bench_routes(
+    app: web.Application, state: dict[str, Any], tracer: PopTrace | None = None
+) -> None:
     filler = {"id": 0, "name": "x" * 40, "phones": [], "history": [], "notes": [], "calls": []}
 
     async def push(request: web.Request) -> web.Response:
@@ -172,6 +174,8 @@ def bench_routes(app: web.Application, state: dict[str, Any]) -> None:
                 "sent_at": "",
             },
         )
+        if tracer is not None:
+            tracer.bare(body["call_id"])
         return web.json_response({"accepted": 1}, status=202)
 
     async def configure(request: web.Request) -> web.Response:
@@ -622,8 +626,8 @@ async def run(
         keep_heap(app, keeper)  # as `tierline serve` does
         state: dict[str, Any] = {}
         broadcast_times: list[float] = []
-        bench_routes(app, state)
         tracer = PopTrace() if trace else None
+        bench_routes(app, state, tracer)
         if tracer is not None:
             tracer.install(app)
         runner = web.AppRunner(app, access_log=None)
@@ -808,7 +812,7 @@ async def run(
             row(name, by_name[name], lost, cpu / wall, cpu / sends, steal, stalls, None)
     if tracer is not None:
         for name, rs in rounds.items():
-            if name.startswith(("pop", "webhook")):
+            if name.startswith(("pop", "webhook", "bare")):
                 tracer.report(name, [t for r in rs for t in r["trace"]])
     for rate in (100, 300):
         bare_name = f"bare push {rate}/s"

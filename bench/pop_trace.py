@@ -39,9 +39,22 @@ STAGES = (
 _arrived: contextvars.ContextVar[float] = contextvars.ContextVar("arrived", default=0.0)
 
 
+# The bare push's path, for comparison: the same first and last segments, nothing between.
+BARE_STAGES = (
+    ("sent", "driver: request sent"),
+    ("arrived", "to the handler (HTTP, server loop)"),
+    ("written", "body parsed, frame written"),
+    ("received", "to the driver's socket reader"),
+)
+
+
 class PopTrace:
     def __init__(self) -> None:
         self.stamps: dict[str, dict[str, float]] = defaultdict(dict)
+
+    def bare(self, call_id: str) -> None:
+        """The bench's bare push handler, once its frame is written."""
+        self.stamps[call_id].update(arrived=_arrived.get(), written=time.perf_counter())
 
     def install(self, app: web.Application) -> None:
         stamps = self.stamps
@@ -106,17 +119,18 @@ class PopTrace:
 
     def report(self, name: str, driver: list[tuple[str, float, float]]) -> None:
         """``driver``: (call id, sent, received) for each pop the phase timed."""
+        stages = BARE_STAGES if name.startswith("bare") else STAGES
         rows = []
         for call_id, sent, received in driver:
             mine = self.stamps.get(call_id, {})
             stamp = {**mine, "sent": sent, "received": received}
-            if all(key in stamp for key, _ in STAGES):
-                rows.append([stamp[key] for key, _ in STAGES] + [stamp["cpu"]])
+            if all(key in stamp for key, _ in stages):
+                rows.append([stamp[key] for key, _ in stages] + [stamp.get("cpu", 0.0)])
         if len(rows) < 20:
             # Say so: a change to the path the stamps follow once left --trace printing nothing.
             print(f"\n{name}: only {len(rows)} of {len(driver)} pops traced end to end; no report")
             return
-        last = len(STAGES) - 1  # the driver's receive stamp; the thread's CPU comes after it
+        last = len(stages) - 1  # the driver's receive stamp; the thread's CPU comes after it
         rows.sort(key=lambda r: r[last] - r[0])
         slow = rows[-max(1, len(rows) // 100) :]
         middle = rows[len(rows) * 45 // 100 : len(rows) * 55 // 100]
@@ -126,7 +140,7 @@ class PopTrace:
             print(f"  {label:44} {mid:7.2f} {tail:8.2f}")
 
         print(f"\n{name}: where the time goes, ms (mean of the median 10 % · of the slowest 1 %)")
-        for n, (_, label) in enumerate(STAGES[1:], start=1):
+        for n, (_, label) in enumerate(stages[1:], start=1):
             line(label, lambda r, n=n: r[n] - r[n - 1])
             if label.startswith("lookup"):  # the rest of it the thread waited: GIL, disk
                 line("  of which its own CPU", lambda r: r[-1])
