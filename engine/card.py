@@ -35,6 +35,7 @@ from engine.calendar import describe
 from engine.clients import match_rows_sync, summary
 from engine.definitions import DefinitionCache
 from engine.errors import NotFound
+from engine.followups.overdue import overdue_after
 from engine.followups.planner import client_timezone
 from engine.models import (
     Call,
@@ -46,7 +47,6 @@ from engine.models import (
     TransitionRecord,
     User,
 )
-from engine.queue import overdue_after
 from engine.storage.hot import HotQuery, connection_of
 
 __all__ = ["card", "card_sync", "match_cards_sync"]

@@ -12,6 +12,7 @@ from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from engine.followups.overdue import OverdueAt, overdue_after
 from engine.models import Call, FollowUp, FollowUpStatus, Role, TransitionRecord, User
 
 WRAP_UP = timedelta(minutes=15)  # an ended call with no outcome after this is just idle
@@ -91,7 +92,9 @@ async def day_funnel(session: AsyncSession, start: datetime, end: datetime) -> d
 
 
 async def attention_followups(session: AsyncSession, now: datetime, limit: int = 100) -> list[dict]:
-    """Overdue and escalated follow-ups, the most urgent first."""
+    """Overdue and escalated follow-ups, the most urgent first. Overdue by the operators'
+    own yardstick (``engine/followups/overdue.py``): the supervisor sees a call late exactly
+    when the operator's queue and card say so."""
     rows = await session.exec(
         select(FollowUp)
         .where(
@@ -100,27 +103,30 @@ async def attention_followups(session: AsyncSession, now: datetime, limit: int =
             # escalated: both need a person.
             (
                 col(FollowUp.auto_event).is_(None)
-                & (
-                    (col(FollowUp.escalation_level) > 0)
-                    | (col(FollowUp.due_at) < now - timedelta(hours=1))
-                )
+                & ((col(FollowUp.escalation_level) > 0) | (OverdueAt() < now))
             )
             | (col(FollowUp.auto_event).is_not(None) & col(FollowUp.fired_at).is_not(None)),
         )
         .order_by(col(FollowUp.escalation_level).desc(), col(FollowUp.due_at))
         .limit(limit)
     )
-    return [
-        {
-            "followup_id": f.id,
-            "client_id": f.client_id,
-            "tier": f.tier,
-            "owner_id": f.owner_id,
-            "due_at": f.due_at.isoformat(),
-            "kind": f.kind,
-            "escalation_level": f.escalation_level,
-            "reason": f.reason,
-            "automatic_failed": f.auto_event is not None,
-        }
-        for f in rows
-    ]
+    items = []
+    for f in rows:
+        automatic = f.auto_event is not None
+        late = None if automatic else overdue_after(f.due_at, f.grace_s)
+        items.append(
+            {
+                "followup_id": f.id,
+                "client_id": f.client_id,
+                "tier": f.tier,
+                "owner_id": f.owner_id,
+                "due_at": f.due_at.isoformat(),
+                "kind": f.kind,
+                "escalation_level": f.escalation_level,
+                "reason": f.reason,
+                "automatic_failed": automatic,
+                "overdue_at": late.isoformat() if late else None,
+                "overdue": late is not None and now > late,
+            }
+        )
+    return items

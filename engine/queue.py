@@ -9,7 +9,7 @@ tier); automatic events are the system's job and never appear.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import or_
 from sqlmodel import col, select
@@ -17,12 +17,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine import calendar
 from engine.clients import summary
+from engine.followups.overdue import is_overdue
 from engine.followups.planner import client_timezone
 from engine.models import Client, ClientPhone, FollowUp, FollowUpStatus, Role, User
 
 MAX_ITEMS = 500
-# A follow-up whose rule gives no grace is overdue this long after its due time.
-DEFAULT_GRACE = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -51,18 +50,6 @@ class QueueItem:
             "escalation_level": self.escalation_level,
             "owner_id": self.owner_id,
         }
-
-
-def overdue_after(due_at: datetime, grace_s: int) -> datetime:
-    """When a follow-up due at ``due_at`` becomes overdue: past its grace, the same
-    yardstick the escalation sweep uses, but stable across escalation steps
-    (``escalate_at`` moves on with each step; due + grace does not). The queue and the
-    card both mark it by this."""
-    return due_at + (timedelta(seconds=grace_s) if grace_s else DEFAULT_GRACE)
-
-
-def is_overdue(fu: FollowUp, now: datetime) -> bool:
-    return now > overdue_after(fu.due_at, fu.grace_s)
 
 
 async def due_queue(

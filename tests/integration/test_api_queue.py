@@ -110,6 +110,40 @@ async def test_the_card_marks_overdue_as_the_queue_does(tl, web_client, clock):
     assert all(i["overdue"] for i in await _queue(web_client))
 
 
+async def test_the_supervisor_sees_a_call_late_when_the_queue_does(tl, web_client, clock):
+    """Graces differ by rule (4 h for a new lead, 1 h for an agreed call-back): the attention
+    list takes each call in at its own moment, as the queue and the card mark it, never at
+    one fixed hour for all (the SQL yardstick, on both databases)."""
+    c1 = await make_user(tl, "cold1", tier="cold")
+    await make_user(tl, "boss", role="supervisor", tier=None)
+    pool = await make_client(tl, "Pool new")  # due at START, grace 4 h
+    await clock.advance(timedelta(hours=1))
+    personal = await make_client(tl, "Personal", state="call_back_later", owner=c1)  # 1 h
+    personal_due = START + timedelta(days=1, hours=1)
+
+    async def attention() -> dict[int, bool]:
+        await sign_in(web_client, "boss")
+        body = await (await web_client.get("/api/supervisor/live")).json()
+        return {a["client_id"]: a["overdue"] for a in body["attention"]}
+
+    async def queue_flags() -> dict[int, bool]:
+        await sign_in(web_client, "cold1")
+        return {i["client"]["id"]: i["overdue"] for i in await _queue(web_client)}
+
+    moments = [
+        (START + timedelta(hours=2), {}),  # an hour past due: within the new lead's 4 h
+        (START + timedelta(hours=4), {}),  # the very moment: not yet
+        (START + timedelta(hours=4, seconds=1), {pool.id: True}),
+        (personal_due + timedelta(minutes=59), {pool.id: True}),
+        (personal_due + timedelta(hours=1, seconds=1), {pool.id: True, personal.id: True}),
+    ]
+    for moment, expected in moments:
+        await clock.advance(moment - clock.now())
+        assert await attention() == expected, moment
+        queued = await queue_flags()
+        assert {cid for cid, late in queued.items() if late} == set(expected), moment
+
+
 async def test_supervisors_pick_a_tier_operators_cannot(tl, web_client, clock):
     c1 = await make_user(tl, "cold1", tier="cold")
     await make_user(tl, "boss", role="supervisor", tier=None)

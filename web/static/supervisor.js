@@ -213,11 +213,10 @@ window.TierlineSupervisor = (function () {
     }
     const names = {};
     live.operators.forEach(function (op) { names[op.user_id] = op.name; });
-    const now = new Date(live.now);
     const list = clear($("attention"));
     $("attention-empty").hidden = items.length > 0;
     items.forEach(function (item) {
-      const overdue = new Date(item.due_at) < now;
+      const overdue = item.overdue;  // the operators' yardstick: due + the rule's grace
       list.appendChild(el("li", {
         class: "attention-item" + (item.escalation_level > 0 ? " is-escalated" : ""),
         "data-client-id": item.client_id,
