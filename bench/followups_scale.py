@@ -36,6 +36,7 @@ from engine.bus import LocalBus
 from engine.clock import SystemClock
 from engine.followups.dispatcher import FOLLOWUPS_CHANNEL
 from engine.models import FollowUp, TransitionRecord
+from engine.presence import attention_followups
 from engine.service import Tierline
 
 SIZES = {"full": (1_000_000, 10_000, 1_000), "quick": (100_000, 2_000, 1_000)}
@@ -112,6 +113,17 @@ async def loop_lag(samples: list[float], stop: asyncio.Event) -> None:
         samples.append((loop.time() - t - 0.01) * 1000)
 
 
+async def attention_ms(tl: Tierline, runs: int = 5) -> float:
+    """The supervisor's attention list (its live view asks every few seconds), median ms."""
+    times = []
+    for _ in range(runs):
+        async with tl.db.session() as session:
+            t = time.perf_counter()
+            await attention_followups(session, tl.clock.now())
+            times.append((time.perf_counter() - t) * 1e3)
+    return sorted(times)[runs // 2]
+
+
 async def serve(url: str, burst: int, auto: int) -> dict:
     tl = Tierline.build(bench_settings(url), clock=SystemClock(), bus=LocalBus())
     t = time.perf_counter()
@@ -120,6 +132,7 @@ async def serve(url: str, burst: int, auto: int) -> dict:
     await asyncio.sleep(1.0)
     out["rss_idle_mb"] = rss_mb()
     print(json.dumps({"phase": "idle"}), flush=True)
+    out["attention_ms"] = await attention_ms(tl)
 
     received: dict[int, list[datetime]] = {}
 
@@ -274,6 +287,7 @@ def report(total: int, r: dict, idle_seen: float | None, peak_seen: float) -> No
         [
             ["start-up (migrate check, timers armed) s", r["start_s"]],
             ["RSS after start, idle (MiB)", idle_seen or r["rss_idle_mb"]],
+            ["the supervisor's attention list, median ms", r["attention_ms"]],
             [
                 "RSS peak during the bursts (MiB, sampled / VmHWM)",
                 f"{peak_seen:.0f} / {r['rss_peak_mb']:.0f}",
