@@ -331,7 +331,7 @@
   // the server sends as overdue_at.
   function markOverdue() {
     document.querySelectorAll(".next-followup[data-overdue-at]").forEach(function (node) {
-      const late = Date.now() >= new Date(node.dataset.overdueAt).getTime();
+      const late = Date.now() > new Date(node.dataset.overdueAt).getTime();  // as the server says
       node.classList.toggle("is-overdue", late);
       const badge = node.querySelector(".fu-overdue");
       if (badge) badge.hidden = !late;
