@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -20,6 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from cti_adapter.pops import live_calls
+from engine.bus import to_json
 from engine.models import User
 from engine.users import public_user
 from web.handover import handed_over, take_over
@@ -80,7 +80,7 @@ async def _hello(request: web.Request, conn: Conn, user: User) -> str:
         )
     for pop in live:
         conn.remember(str(pop["call_id"]))
-    return json.dumps({"type": "hello", "user": public_user(user), "live_calls": live})
+    return to_json({"type": "hello", "user": public_user(user), "live_calls": live})
 
 
 async def broadcast(app: web.Application, message: dict[str, Any]) -> int:
