@@ -12,7 +12,7 @@ from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from engine.followups.overdue import OverdueAt, overdue_after
+from engine.followups.overdue import OverdueAt, is_overdue, overdue_after
 from engine.models import Call, FollowUp, FollowUpStatus, Role, TransitionRecord, User
 
 WRAP_UP = timedelta(minutes=15)  # an ended call with no outcome after this is just idle
@@ -130,7 +130,7 @@ async def attention_followups(session: AsyncSession, now: datetime, limit: int =
                 "reason": f.reason,
                 "automatic_failed": automatic,
                 "overdue_at": late.isoformat() if late else None,
-                "overdue": late is not None and now > late,
+                "overdue": not automatic and is_overdue(f, now),
             }
         )
     return items
