@@ -33,6 +33,21 @@ async def _set(tl: Tierline, username: str, **values: object) -> None:
         await conn.execute(sa.update(USERS).where(USERS.c.username == username).values(**values))
 
 
+async def _operators(tl: Tierline, count: int, first: int = 2000) -> None:
+    async with tl.db.engine.begin() as conn:
+        await conn.execute(
+            USERS.insert(),
+            [
+                {
+                    "username": f"op{i}", "display_name": f"Op {i}", "password_hash": "x",
+                    "role": "operator", "tier": "cold", "extension": str(first + i),
+                    "active": True, "norms": {}, "created_at": tl.clock.now(),
+                }
+                for i in range(count)
+            ],
+        )  # fmt: skip
+
+
 async def _refreshed(directory: OperatorDirectory) -> None:
     refresher = directory._refresher
     assert refresher is not None, "a stale answer starts a background refresh"
@@ -104,18 +119,7 @@ async def test_concurrent_first_asks_all_get_the_answer(tl: Tierline) -> None:
 async def test_a_big_refresh_is_read_in_short_batches(tl: Tierline) -> None:
     """The refresh shares the pops' reader lane, which runs one call at a time: however many
     extensions are stale, no single read holds it for all of them."""
-    async with tl.db.engine.begin() as conn:
-        await conn.execute(
-            USERS.insert(),
-            [
-                {
-                    "username": f"op{i}", "display_name": f"Op {i}", "password_hash": "x",
-                    "role": "operator", "tier": "cold", "extension": str(2000 + i),
-                    "active": True, "norms": {}, "created_at": tl.clock.now(),
-                }
-                for i in range(250)
-            ],
-        )  # fmt: skip
+    await _operators(tl, 250)
     clock = Clock()
     directory = OperatorDirectory(tl.db, ttl=60, now=clock)
     directory.REFRESH_BATCH = 100
@@ -202,3 +206,61 @@ async def test_a_read_overtaken_by_a_change_is_not_cached(tl: Tierline) -> None:
     finally:
         tl.db.read = read  # type: ignore[method-assign]
     assert (await directory.by_extension("101")).tier == "sales"  # type: ignore[union-attr]
+
+
+async def test_warm_caches_every_active_operator_in_short_reads(tl: Tierline) -> None:
+    """At start-up: each operator's first ring after a restart needs no directory read."""
+    await _operators(tl, 250)
+    await make_user(tl, "gone", tier="cold", extension="199")
+    await _set(tl, "gone", active=False)
+    await make_user(tl, "root", role="admin", tier=None)  # no extension
+    directory = OperatorDirectory(tl.db, ttl=60, now=Clock())
+    directory.REFRESH_BATCH = 100
+    read, reads = tl.db.read, []
+
+    async def counted(fn):  # type: ignore[no-untyped-def]
+        reads.append(fn)
+        return await read(fn)
+
+    tl.db.read = counted  # type: ignore[method-assign]
+    try:
+        assert await directory.warm() == 250
+        assert len(reads) == 4  # 100, 100, 50, and the empty page that ends it
+        for i in range(250):
+            known, user = directory.cached(str(2000 + i))
+            assert known and user is not None and user.extension == str(2000 + i)
+            assert await directory.by_extension(str(2000 + i)) == user
+        assert len(reads) == 4  # every first ask answered from memory
+        assert directory.cached("199") == (False, None)  # inactive: asked, then read
+        assert await directory.by_extension("199") is None
+        assert len(reads) == 5
+    finally:
+        tl.db.read = read  # type: ignore[method-assign]
+
+
+async def test_warm_keeps_what_is_newer_than_its_pages(tl: Tierline) -> None:
+    """An extension read meanwhile keeps its answer; a page overtaken by a change (the users
+    API's announcement) is left out, so the change is read when the extension is asked."""
+    await _operators(tl, 3)
+    directory = OperatorDirectory(tl.db, ttl=60, now=Clock())
+    directory.REFRESH_BATCH = 2
+    first = await directory.by_extension("2001")
+    read, pages = tl.db.read, 0
+
+    async def overtaken(fn):  # type: ignore[no-untyped-def]
+        nonlocal pages
+        answer = await read(fn)
+        pages += 1
+        if pages == 2:  # the second page (op2) was read before this change
+            await _set(tl, "op2", tier="sales")
+            directory.invalidate("2002")
+        return answer
+
+    tl.db.read = overtaken  # type: ignore[method-assign]
+    try:
+        assert await directory.warm() == 1  # op0 only: op1 was cached, op2's page overtaken
+    finally:
+        tl.db.read = read  # type: ignore[method-assign]
+    assert directory.cached("2001") == (True, first)
+    assert directory.cached("2002") == (False, None)
+    assert (await directory.by_extension("2002")).tier == "sales"  # type: ignore[union-attr]

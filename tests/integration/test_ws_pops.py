@@ -15,10 +15,12 @@ import aiohttp
 import pytest
 from aiohttp import WSMsgType
 
+from cti_adapter.directory import Operator
 from cti_adapter.webhook import SIGNATURE_HEADER, sign
 from engine.models import Call
 from tests.conftest import sign_in
 from tests.integration.helpers import make_client, make_user
+from web.api.cti import PIPELINE
 from web.app import create_app
 from web.hub import Hub
 from web.ws import HUB
@@ -247,6 +249,25 @@ async def test_pops_from_the_connector_pump(web_client, aiohttp_client, tl, fake
     fake_pbx.hang_up(call_id, "101")
     assert (await next_of(ws, "call_state"))["state"] == "answered"
     assert (await next_of(ws, "call_state"))["state"] == "hangup"
+
+
+async def test_the_directory_is_warm_before_the_first_ring(aiohttp_client, tl, fake_pbx) -> None:
+    """After a restart each operator's first ring pops without a directory read first: the
+    app caches every active operator's extension as it starts."""
+    olga = await make_user(tl, "olga", tier="cold", extension="101")
+    await make_user(tl, "pavel", tier="sales", extension="102")
+    app = create_app(tl, pbx=fake_pbx, start_engine=False)
+    client = await aiohttp_client(app)
+    try:
+        directory = app[PIPELINE].directory
+        for _ in range(200):
+            if directory.cached("102")[0]:
+                break
+            await asyncio.sleep(0.01)
+        assert directory.cached("101") == (True, Operator(olga.id, "operator", "cold", "101"))
+        assert directory.cached("102")[0] and directory.cached("103") == (False, None)
+    finally:
+        await client.close()
 
 
 async def test_queue_nudges_reach_the_owner_or_the_tier(

@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from cti_adapter.directory import OperatorDirectory
 from cti_adapter.events import CallEvent
 from cti_adapter.pipeline import CtiPipeline, Started
 from cti_adapter.port import PbxConnector
@@ -235,7 +236,9 @@ class _Backlog:
 
 
 async def _directory_lifecycle(app: web.Application) -> AsyncIterator[None]:
-    """A user's extension or state changed (on any node): forget the cached operators."""
+    """The operators' extensions cached behind the first requests (each operator's first
+    ring after a restart then pops without a directory read first); a user's extension or
+    state changed (on any node): forget the cached operators."""
     directory = app[PIPELINE].directory
 
     def on_bus(channel: str, message: dict) -> None:
@@ -243,8 +246,19 @@ async def _directory_lifecycle(app: web.Application) -> AsyncIterator[None]:
             directory.invalidate()
 
     unsubscribe = app[TIERLINE].bus.subscribe(on_bus)
+    warming = asyncio.get_running_loop().create_task(_warm(directory), name="directory-warm")
     yield
     unsubscribe()
+    warming.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await warming
+
+
+async def _warm(directory: OperatorDirectory) -> None:
+    try:
+        log.info("operator directory: %d extensions cached", await directory.warm())
+    except Exception as exc:  # only a head start: each extension is read when first asked
+        log.warning("operator directory not warmed: %s", exc)
 
 
 async def _pump_lifecycle(app: web.Application) -> AsyncIterator[None]:
