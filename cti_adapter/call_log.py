@@ -30,7 +30,7 @@ from cti_adapter.events import CallEvent, CallEventType
 from cti_adapter.pops import try_normalize
 from engine.clients import match_rows_sync
 from engine.errors import Unavailable
-from engine.models import LONG_CALL_SECONDS, Call, CallEventRecord
+from engine.models import LONG_CALL_SECONDS, TAKEN_ELSEWHERE, Call, CallEventRecord
 from engine.service import Tierline
 from engine.storage.hot import HotQuery
 
@@ -77,7 +77,7 @@ class CallLog:
     def __init__(self, tl: Tierline, directory: OperatorDirectory) -> None:
         self.tl = tl
         self.directory = directory
-        self._inserts: tuple[HotQuery, HotQuery, HotQuery, HotQuery] | None = None
+        self._inserts: tuple[HotQuery, ...] | None = None
         self._queued: list[_Batch] = []
         self._flusher: asyncio.Task[None] | None = None
 
@@ -210,6 +210,9 @@ class CallLog:
             talk = (at - call.answered_at).total_seconds() if call.answered_at else 0
             call.duration_s = max(0, int(talk))
             call.long_call = call.duration_s >= LONG_CALL_SECONDS
+            said = ev.extra.get("reason") == "answered_elsewhere"
+            if call.answered_at is None and (said or self._answered_elsewhere(conn, ev)):
+                call.status = TAKEN_ELSEWHERE
         if (call.answered_at, call.status, call.ended_at) != before:
             self._statements()[3].execute(
                 conn,
@@ -229,6 +232,12 @@ class CallLog:
         entity cost more than the select: SQLModel validates on construction)."""
         row = self._statements()[2].first(conn, {"call_id": ev.call_id, "ext": ev.extension})
         return None if row is None else SimpleNamespace(**row._asdict())
+
+    def _answered_elsewhere(self, conn: Connection, ev: CallEvent) -> bool:
+        """Whether another extension answered this call (the webhook says no more than each
+        leg's own events; Asterisk says it in the hangup's cause too)."""
+        found = self._statements()[4].first(conn, {"call_id": ev.call_id, "ext": ev.extension})
+        return found is not None
 
     def _create_call(
         self, conn: Connection, ev: CallEvent, at: datetime, hint: Found, operator: Operator | None
@@ -268,7 +277,7 @@ class CallLog:
             stmt = stmt.with_for_update()  # two events of one call in two requests at once
         return stmt
 
-    def _statements(self) -> tuple[HotQuery, HotQuery, HotQuery, HotQuery]:
+    def _statements(self) -> tuple[HotQuery, ...]:
         """The log path's statements, built once for this database's dialect."""
         if self._inserts is None:
             insert = sqlite_insert if self.tl.db.is_sqlite else pg_insert
@@ -301,6 +310,15 @@ class CallLog:
                         duration_s=sa.bindparam("duration_s"),
                         long_call=sa.bindparam("long_call"),
                     )
+                ),
+                HotQuery(
+                    sa.select(calls.c.id)
+                    .where(
+                        calls.c.pbx_call_id == sa.bindparam("call_id"),
+                        calls.c.extension != sa.bindparam("ext"),
+                        calls.c.answered_at.is_not(None),
+                    )
+                    .limit(1)
                 ),
             )
         return self._inserts

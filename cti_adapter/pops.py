@@ -27,7 +27,7 @@ from engine.bus import to_json
 from engine.card import card_sync, match_cards_sync
 from engine.clients import summary, summary_row_sync
 from engine.definitions import DefinitionCache
-from engine.models import Call, Client, User
+from engine.models import TAKEN_ELSEWHERE, Call, Client, User
 
 POPS_CHANNEL = "pops"
 MAX_MATCHES = 10
@@ -150,7 +150,9 @@ def call_state(call: Call | Any, state: str) -> dict[str, object]:
     if state == "hangup":
         message["duration_s"] = call.duration_s or 0
         message["long_call"] = call.long_call
-        if call.answered_at is None:
+        if call.status == TAKEN_ELSEWHERE:
+            message["reason"] = "answered_elsewhere"  # nothing to wrap up: the pop closes
+        elif call.answered_at is None:
             message["reason"] = "not_answered"
     return message
 

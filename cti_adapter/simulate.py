@@ -1,9 +1,10 @@
 """A PBX call played against a running Tierline over real HTTP, signed like a real PBX.
 
-For demos, smoke tests and integrators checking their setup::
+For demos, smoke tests and integrators checking their setup; ``tierline simulate call`` is
+its command line::
 
-    TIERLINE_PBX_SECRET=s3cret python -m cti_adapter.simulate http://localhost:8080 \\
-        "+7 916 123-45-67" 101
+    tierline simulate call --from "+7 916 123-45-67" --to-extension 101
+    tierline simulate call --from "+7 916 123-45-67" --to-extension 101 --to-extension 102
 
 Every event goes to ``POST {base_url}/cti/events`` with ``X-Tierline-Signature``; anything
 but ``202`` raises :class:`SimulationError` carrying the server's status and body.
@@ -11,12 +12,10 @@ but ``202`` raises :class:`SimulationError` carrying the server's status and bod
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
-import os
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -94,7 +93,7 @@ async def simulate_call(
     base_url: str,
     secret: str,
     from_number: str,
-    extension: str,
+    extension: str | Sequence[str],
     *,
     to: str = "7000",
     answer_after: float | None = 1.0,
@@ -104,59 +103,36 @@ async def simulate_call(
 ) -> str:
     """Ring ``extension`` from ``from_number``; returns the call id.
 
-    Each event is its own signed single-object request, as a PBX sends them live.
-    ``answer_after`` seconds after ringing the call is answered (``None``: never answered);
-    ``hangup_after`` seconds after that — after ringing if unanswered — it hangs up
-    (``None``: left up, e.g. to look at the screen pop).
+    Several extensions ring together, as a ring group or a queue does: the first answers,
+    and the others stop ringing then (a hangup each, as a PBX reports its legs). Each event
+    is its own signed single-object request, as a PBX sends them live. ``answer_after``
+    seconds after ringing the call is answered (``None``: never answered); ``hangup_after``
+    seconds after that — after ringing if unanswered — it hangs up (``None``: left up, e.g.
+    to look at the screen pop).
     """
+    extensions = [extension] if isinstance(extension, str) else list(extension)
+    if not extensions:
+        raise ValueError("no extension to ring")
     call_id = f"sim.{uuid.uuid4().hex[:16]}"
     own = session is None
     client = session if session is not None else aiohttp.ClientSession()
 
-    async def send(kind: str) -> None:
-        await _post(base_url, secret, _event(kind, call_id, from_number, to, extension), client)
+    async def send(kind: str, *on: str) -> None:
+        for ext in on:
+            await _post(base_url, secret, _event(kind, call_id, from_number, to, ext), client)
 
+    ringing = extensions
     try:
-        await send("ringing")
+        await send("ringing", *extensions)
         if answer_after is not None:
             await sleep(answer_after)
-            await send("answered")
+            await send("answered", extensions[0])
+            await send("hangup", *extensions[1:])  # answered elsewhere: they stop ringing
+            ringing = extensions[:1]
         if hangup_after is not None:
             await sleep(hangup_after)
-            await send("hangup")
+            await send("hangup", *ringing)
     finally:
         if own:
             await client.close()
     return call_id
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Play one inbound call against Tierline.")
-    parser.add_argument("base_url", help="e.g. http://localhost:8080")
-    parser.add_argument("from_number", help="the caller's number, any format")
-    parser.add_argument("extension", help="the operator's extension to ring")
-    parser.add_argument("--to", default="7000", help="the dialled number (default 7000)")
-    parser.add_argument("--answer-after", type=float, default=1.0)
-    parser.add_argument("--hangup-after", type=float, default=5.0)
-    parser.add_argument("--no-answer", action="store_true", help="ring, then hang up")
-    args = parser.parse_args(argv)
-    secret = os.environ.get("TIERLINE_PBX_SECRET", "")
-    if not secret:
-        parser.error("set TIERLINE_PBX_SECRET to the server's PBX secret")
-    call_id = asyncio.run(
-        simulate_call(
-            args.base_url,
-            secret,
-            args.from_number,
-            args.extension,
-            to=args.to,
-            answer_after=None if args.no_answer else args.answer_after,
-            hangup_after=args.hangup_after,
-        )
-    )
-    print(call_id)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

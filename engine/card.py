@@ -38,6 +38,7 @@ from engine.errors import NotFound
 from engine.followups.overdue import overdue_after
 from engine.followups.planner import client_timezone
 from engine.models import (
+    TAKEN_ELSEWHERE,
     Call,
     Client,
     ClientNote,
@@ -120,8 +121,10 @@ _CALLS = _List(
             _calls.c.started_at,
             _calls.c.duration_s,
             _calls.c.outcome,
+            _calls.c.answered_at,
         )
-        .where(_calls.c.client_id == cid)
+        # One line a call: a ring group's legs that others answered are not listed.
+        .where(_calls.c.client_id == cid, _calls.c.status != TAKEN_ELSEWHERE)
         .order_by(_calls.c.started_at.desc())
         .limit(5)
     ),
@@ -271,6 +274,7 @@ def _card(
                 "started_at": c.started_at.isoformat(),
                 "duration_s": c.duration_s,
                 "outcome": c.outcome,
+                "answered": c.answered_at is not None,
             }
             for c in calls
         ],

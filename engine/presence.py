@@ -13,7 +13,15 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine.followups.overdue import OverdueAt, is_overdue, overdue_after
-from engine.models import Call, FollowUp, FollowUpStatus, Role, TransitionRecord, User
+from engine.models import (
+    TAKEN_ELSEWHERE,
+    Call,
+    FollowUp,
+    FollowUpStatus,
+    Role,
+    TransitionRecord,
+    User,
+)
 
 WRAP_UP = timedelta(minutes=15)  # an ended call with no outcome after this is just idle
 
@@ -49,7 +57,10 @@ async def operator_statuses(session: AsyncSession, now: datetime) -> list[Operat
     latest = (
         select(Call.operator_id, func.max(Call.id).label("call_id"))
         .where(
-            col(Call.operator_id).is_not(None), col(Call.started_at) >= now - timedelta(hours=12)
+            col(Call.operator_id).is_not(None),
+            col(Call.started_at) >= now - timedelta(hours=12),
+            # A leg a colleague answered was never this operator's call: no wrap-up for it.
+            col(Call.status) != TAKEN_ELSEWHERE,
         )
         .group_by(col(Call.operator_id))
         .subquery()

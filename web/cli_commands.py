@@ -213,7 +213,8 @@ def simulate_call(settings: Settings, args: argparse.Namespace) -> int:
                 secret,
                 args.from_number,
                 args.to_extension,
-                answer_after=args.answer_after,
+                to=args.to,
+                answer_after=None if args.no_answer else args.answer_after,
                 hangup_after=args.hangup_after,
             )
         except SimulationError as exc:
@@ -228,7 +229,9 @@ def simulate_call(settings: Settings, args: argparse.Namespace) -> int:
             raise Unavailable(
                 f"cannot reach {args.url}: {exc}. Is `tierline serve` running there?"
             ) from None
-        print(f"simulated call {call_id} from {args.from_number} to extension {args.to_extension}")
+        where = " and ".join(args.to_extension)
+        many = "extensions" if len(args.to_extension) > 1 else "extension"
+        print(f"simulated call {call_id} from {args.from_number} to {many} {where}")
         return 0
 
     return run_async(go)

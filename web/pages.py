@@ -65,7 +65,8 @@ JS_STRINGS = (
     "unowned", "Error", "Open client", "Calls", "Queue", "min", "s", "no outcome",
     "Recording…", "Something went wrong", "Sign in again", "Close", "Add note", "Note added.",
     "Record another outcome", "Not set: {name}", "client time, {tz}: now {time}",
-    "your own time: this browser does not know {tz}",
+    "your own time: this browser does not know {tz}", "Missed call",
+    "A colleague answered this call.", "missed",
 )  # fmt: skip
 
 

@@ -10,6 +10,8 @@ from sqlmodel import Field, SQLModel
 from engine.models._columns import json_dict, utc
 
 LONG_CALL_SECONDS = 600
+# A call's status for a leg another extension answered (see Call.status).
+TAKEN_ELSEWHERE = "taken_elsewhere"
 
 
 class Call(SQLModel, table=True):
@@ -23,7 +25,9 @@ class Call(SQLModel, table=True):
     operator_id: int | None = Field(default=None, foreign_key="users.id", index=True)
     client_id: int | None = Field(default=None, foreign_key="clients.id", index=True)
     number: str = Field(max_length=64)  # the customer's number as normalised (or raw)
-    status: str = Field(default="ringing", max_length=16)  # ringing, answered, ended
+    # ringing, answered, ended; taken_elsewhere: a ring group's or a queue's leg another
+    # extension answered (ended, never this operator's call: no wrap-up, not on the card).
+    status: str = Field(default="ringing", max_length=16)
     started_at: datetime = utc(index=True)
     answered_at: datetime | None = utc(nullable=True)
     ended_at: datetime | None = utc(nullable=True)

@@ -58,6 +58,8 @@ USERS = [
     ("cold3", "operator", "cold", "203"),
     ("cold4", "operator", "cold", "204"),
     ("cold5", "operator", "cold", "205"),
+    ("cold6", "operator", "cold", "206"),  # cold6 and cold7: a ring group
+    ("cold7", "operator", "cold", "207"),
     ("sales1", "operator", "sales", "301"),
     ("boss", "supervisor", None, None),
 ]

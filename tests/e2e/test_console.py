@@ -16,6 +16,7 @@ from playwright.async_api import expect
 
 from tests.e2e.conftest import (
     PASSWORD,
+    VIEWPORT,
     Server,
     new_call_id,
     no_script_errors,
@@ -273,6 +274,70 @@ async def test_someone_elses_change_reloads_the_card(page: Any, server: Server) 
     await expect(card.get_by_test_id("state")).to_have_text("No answer yet")
     await expect(page.locator("#flash")).to_contain_text("Someone else changed")
     no_script_errors(page)
+
+
+async def test_a_ring_group_closes_the_pop_of_whoever_did_not_answer(
+    page: Any, browser: Any, server: Server
+) -> None:
+    """cold6 and cold7 ring together; cold6 answers. cold7's pop closes (nothing for cold7 to
+    wrap up), unless cold7 had typed into it; a call nobody answered stays, as a missed call."""
+    context = await browser.new_context(
+        viewport=VIEWPORT, locale="en-GB", timezone_id="Europe/Moscow"
+    )
+    other = await context.new_page()
+    other.errors = []
+    other.on("pageerror", lambda exc: other.errors.append(str(exc)))
+    try:
+        await open_console(page, server, "cold6")
+        await open_console(other, server, "cold7")
+        anna = "+7 916 555-01-01"
+
+        call_id = new_call_id()
+        for ext in ("206", "207"):
+            await server.call_event("ringing", call_id, anna, ext)
+        for tab in (page, other):
+            card = tab.get_by_test_id("card")
+            await expect(card.get_by_test_id("client-name")).to_have_text("Anna Known")
+        await server.call_event("answered", call_id, anna, "206")
+        await server.call_event("hangup", call_id, anna, "207")
+        await expect(other.get_by_test_id("answered-elsewhere")).to_have_text(
+            "A colleague answered this call."
+        )
+        await expect(other.get_by_test_id("card")).to_have_count(0)
+        await expect(other.locator("#call-banner")).to_be_hidden()
+        await expect(page.get_by_test_id("call-state")).to_have_text("On the call")
+        await server.call_event("hangup", call_id, anna, "206")
+        await expect(page.get_by_test_id("call-state")).to_have_text("Call ended")
+        await expect(page.get_by_test_id("card").get_by_test_id("outcome")).to_be_visible()
+
+        # Typed into: the card stays, no longer tied to the call; the operator is told.
+        call_id = new_call_id()
+        for ext in ("206", "207"):
+            await server.call_event("ringing", call_id, anna, ext)
+        card = other.get_by_test_id("card")
+        await expect(card.get_by_test_id("client-name")).to_have_text("Anna Known")
+        await card.get_by_label("Add note").fill("asks about prices")
+        await server.call_event("answered", call_id, anna, "206")
+        await server.call_event("hangup", call_id, anna, "207")
+        await expect(other.locator("#flash")).to_contain_text("A colleague answered this call.")
+        await expect(other.locator("#call-banner")).to_be_hidden()
+        await expect(card.get_by_label("Add note")).to_have_value("asks about prices")
+        await server.call_event("hangup", call_id, anna, "206")
+
+        # Nobody answered: the card stays for a call back, the banner says it was missed.
+        call_id = new_call_id()
+        await server.call_event("ringing", call_id, anna, "207")
+        await server.call_event("hangup", call_id, anna, "207")
+        await expect(other.get_by_test_id("call-state")).to_have_text("Missed call")
+        await expect(other.get_by_test_id("card").get_by_test_id("calls")).to_contain_text(
+            "inbound · missed"
+        )
+        await expect(other.get_by_test_id("card").get_by_test_id("outcome")).to_be_visible()
+        await other.screenshot(path=screenshot_path("console-missed-call.png"))
+        no_script_errors(page)
+        no_script_errors(other)
+    finally:
+        await context.close()
 
 
 async def test_console_reconnects_by_itself(page: Any, server: Server) -> None:

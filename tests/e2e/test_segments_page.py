@@ -17,12 +17,20 @@ import aiohttp
 import pytest
 from playwright.async_api import expect
 
-from tests.e2e.conftest import PASSWORD, REPO, Server, new_call_id, no_script_errors, sign_in
+from tests.e2e.conftest import (
+    PASSWORD,
+    REPO,
+    USERS,
+    Server,
+    new_call_id,
+    no_script_errors,
+    sign_in,
+)
 
 pytestmark = pytest.mark.browser
 
 SCREENSHOTS = REPO / "docs" / "screenshots"
-OPERATORS = ("cold1", "cold2", "cold3", "cold4", "cold5", "sales1")
+OPERATORS = tuple(name for name, role, *_ in USERS if role == "operator")
 SEEDED_COLD = ("Anna Known", "Boris Busy", "Tanya Twin", "Timur Twin")
 
 

@@ -19,6 +19,7 @@ from playwright.async_api import expect
 from engine.workflow import default_definition_text
 from tests.e2e.conftest import (
     PASSWORD,
+    USERS,
     Server,
     new_call_id,
     no_script_errors,
@@ -28,7 +29,7 @@ from tests.e2e.conftest import (
 
 pytestmark = pytest.mark.browser
 
-OPERATORS = ("cold1", "cold2", "cold3", "cold4", "cold5", "sales1")
+OPERATORS = tuple(name for name, role, *_ in USERS if role == "operator")
 # Far above anything a test can reach, so the operator is behind at any hour of the day
 # (the e2e calling window is the whole day; only in its first second is nothing expected).
 HUGE_NORM = 1_000_000

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import select
 
 from engine.definitions import list_versions
-from engine.models import FollowUp, FollowUpStatus, User
+from engine.models import Call, FollowUp, FollowUpStatus, User
 from engine.runtime import EventRequest
 from engine.storage.database import Database
 from engine.users import authenticate
@@ -328,3 +328,31 @@ async def test_simulate_with_no_server_listening_says_so(tmp_path):
     assert result.code == 1
     assert f"cannot reach http://127.0.0.1:{port}" in result.err
     assert "tierline serve" in result.err and "Traceback" not in result.err
+
+
+async def test_simulate_a_ring_group_and_a_missed_call(web_client, tl, tmp_path):
+    """`--to-extension` twice rings a group: the first answers, the other leg is recorded as
+    taken elsewhere; `--no-answer` leaves a call nobody answered."""
+    await make_user(tl, "olga", tier="cold", extension="101")
+    await make_user(tl, "pavel", tier="cold", extension="102")
+    url = str(web_client.make_url("/")).rstrip("/")
+    env = {"TIERLINE_DATA_DIR": str(tmp_path), "TIERLINE_PBX_SECRET": "test-pbx-secret"}
+    quick = ("--answer-after", "0", "--hangup-after", "0", "--url", url)
+    group = await tierline(*SIMULATE_CALL, "--to-extension", "102", *quick, env=env)
+    assert group.code == 0, group.err
+    assert "to extensions 101 and 102" in group.out
+    missed = await tierline(
+        "simulate", "call", "--from", "+79161234567", "--to-extension", "102", "--no-answer",
+        *quick, env=env,
+    )  # fmt: skip
+    assert missed.code == 0, missed.err
+
+    async with tl.db.session() as s:
+        calls = list(await s.exec(select(Call).order_by(Call.id)))  # type: ignore[arg-type]
+    legs = [(c.extension, c.status, c.answered_at is not None) for c in calls]
+    assert legs == [
+        ("101", "ended", True),
+        ("102", "taken_elsewhere", False),
+        ("102", "ended", False),
+    ]
+    assert calls[0].pbx_call_id == calls[1].pbx_call_id != calls[2].pbx_call_id

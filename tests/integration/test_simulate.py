@@ -117,6 +117,34 @@ async def test_a_call_left_ringing_sends_only_ringing(pbx_server: PbxServer) -> 
     assert seen.log == ["post ringing"]
 
 
+async def test_a_ring_group_rings_all_and_the_first_answers(pbx_server: PbxServer) -> None:
+    """As a PBX reports a ring group: each leg's own events; when one answers, the others
+    stop ringing (their hangup), and the call ends on the answering leg."""
+    base_url, seen = pbx_server
+    await simulate_call(
+        base_url, SECRET, "+7 916 123-45-67", ["101", "102", "103"], sleep=fake_sleep(seen)
+    )
+    assert [(e.event.value, e.extension) for e in seen.events] == [
+        ("ringing", "101"),
+        ("ringing", "102"),
+        ("ringing", "103"),
+        ("answered", "101"),
+        ("hangup", "102"),
+        ("hangup", "103"),
+        ("hangup", "101"),
+    ]
+    assert len({e.call_id for e in seen.events}) == 1
+    assert seen.log[3:5] == ["sleep 1.0", "post answered"]
+
+    seen.events.clear()
+    await simulate_call(
+        base_url, SECRET, "1", ["101", "102"], answer_after=None, sleep=fake_sleep(seen)
+    )
+    assert [(e.event.value, e.extension) for e in seen.events] == [
+        ("ringing", "101"), ("ringing", "102"), ("hangup", "101"), ("hangup", "102"),
+    ]  # fmt: skip
+
+
 async def test_post_events_sends_one_signed_array(pbx_server: PbxServer) -> None:
     base_url, seen = pbx_server
     events = [

@@ -16,6 +16,7 @@ import pytest
 from aiohttp import WSMsgType
 
 from cti_adapter.directory import Operator
+from cti_adapter.pops import unaddressed
 from cti_adapter.webhook import SIGNATURE_HEADER, sign
 from engine.models import Call
 from tests.conftest import sign_in
@@ -186,6 +187,71 @@ async def test_answer_and_hangup_update_the_pop(
     ]
     assert (got[2]["duration_s"], got[2]["long_call"], got[2]["extension"]) == (599, False, "101")
     assert (got[5]["duration_s"], got[5]["long_call"]) == (600, True)
+
+
+async def test_a_ring_group_answered_by_one_closes_the_others_pops(
+    web_client, aiohttp_client, tl, olga
+) -> None:
+    """Both ring; Olga answers. Pavel's hangup says a colleague took the call (nothing for him
+    to wrap up), told apart from a call nobody answered; Olga's is an ordinary hangup."""
+    await make_user(tl, "pavel", tier="cold", extension="102")
+    await make_user(tl, "boss", role="supervisor", tier=None)
+    ivan = await make_client(tl, "Ivan Petrov", IVAN)
+    olga_browser, olga_ws, _ = await connect(aiohttp_client, web_client.server, "olga")
+    _, pavel_ws, _ = await connect(aiohttp_client, web_client.server, "pavel")
+    await pbx(web_client, ev("ringing", "group", ext="101"), ev("ringing", "group", ext="102"))
+    assert (await next_of(pavel_ws, "screen_pop"))["call_id"] == "group"
+    # As a PBX reports a ring group: each leg's own events, one request each.
+    await pbx(web_client, ev("answered", "group", ext="101"))
+    await pbx(web_client, ev("hangup", "group", ext="102"))
+    closed = await next_of(pavel_ws, "call_state")
+    assert (closed["state"], closed["extension"]) == ("hangup", "102")
+    assert closed["reason"] == "answered_elsewhere"
+    await pbx(web_client, ev("hangup", "group", ext="101"))
+    assert (await next_of(olga_ws, "screen_pop"))["call_id"] == "group"
+    assert (await next_of(olga_ws, "call_state"))["state"] == "answered"
+    ended = await next_of(olga_ws, "call_state")
+    assert ended["state"] == "hangup" and "reason" not in ended
+    # The supervisor sees Olga wrapping the call up, and Pavel idle: it was never his call.
+    supervisor, _, _ = await connect(aiohttp_client, web_client.server, "boss")
+    live = await (await supervisor.get("/api/supervisor/live")).json()
+    status = {op["name"]: (op["status"], op["call_id"]) for op in live["operators"]}
+    assert status["Olga"] == ("wrap_up", "group") and status["Pavel"] == ("idle", None)
+
+    await pbx(web_client, ev("ringing", "missed", ext="102"), ev("hangup", "missed", ext="102"))
+    assert (await next_of(pavel_ws, "screen_pop"))["call_id"] == "missed"
+    missed = await next_of(pavel_ws, "call_state")
+    assert (missed["call_id"], missed["reason"]) == ("missed", "not_answered")
+
+    # The card lists a call once (the leg Pavel missed while Olga answered is not a call of
+    # his), and a call nobody answered as such.
+    card = await (await olga_browser.get(f"/api/clients/{ivan.id}")).json()
+    assert sorted((c["direction"], c["answered"]) for c in card["calls"]) == [
+        ("inbound", False),  # "missed"
+        ("inbound", True),  # "group", Olga's leg
+    ]
+
+
+async def test_asterisk_says_answered_elsewhere_in_the_hangup(web_client, tl, olga) -> None:
+    """The AMI connector knows it from the hangup's cause (26) even when the answering leg's
+    own event has not been recorded first."""
+    from cti_adapter.events import CallEvent, CallEventType, Direction
+
+    pushed: list[dict] = []
+    tl.bus.subscribe(lambda ch, msg: pushed.append(unaddressed(msg)))
+    pipeline = web_client.app[PIPELINE]
+    leg = dict(call_id="q1", direction=Direction.INBOUND, from_number=IVAN, to_number="7000")
+    await pipeline.handle([CallEvent(CallEventType.RINGING, extension="101", **leg)])
+    await pipeline.handle(
+        [
+            CallEvent(
+                CallEventType.HANGUP, extension="101", extra={"reason": "answered_elsewhere"},
+                **leg,
+            )
+        ]
+    )  # fmt: skip
+    [state] = [m for m in pushed if m["type"] == "call_state"]
+    assert (state["state"], state["reason"]) == ("hangup", "answered_elsewhere")
 
 
 async def test_a_reconnecting_browser_gets_the_live_calls(

@@ -422,8 +422,11 @@
   }
 
   function callItem(c) {
-    return el("li", null, T.formatTime(c.started_at), " · ", human(c.direction || ""),
-      " · ", formatDuration(c.duration_s), " · ", c.outcome ? human(c.outcome) : t("no outcome"));
+    // An incoming call nobody answered has no talk time to show: it was missed.
+    const missed = c.answered === false && c.direction === "inbound";
+    return el("li", { class: missed ? "call-missed" : null }, T.formatTime(c.started_at), " · ",
+      human(c.direction || ""), " · ", missed ? t("missed") : formatDuration(c.duration_s),
+      " · ", c.outcome ? human(c.outcome) : t("no outcome"));
   }
 
   /* The call that just ended is in the log now: list it among the card's last calls, and
@@ -583,7 +586,7 @@
 
   function callLabel(call) {
     if (call.state === "answered") return t("On the call");
-    if (call.state === "hangup") return t("Call ended");
+    if (call.state === "hangup") return call.missed ? t("Missed call") : t("Call ended");
     if (call.state === "dialing") return t("Dialling…");
     return t("Ringing");
   }
@@ -617,7 +620,7 @@
     banner.appendChild(el("strong", null, call.outbound ? t("Outgoing call") : t("Incoming call")));
     banner.appendChild(el("span", { class: "banner-number" }, shownNumber(call, callId)));
     banner.appendChild(el("span", { class: "banner-state", "data-testid": "call-state" }, callLabel(call)));
-    if (call.state === "hangup" && call.duration_s !== undefined) {
+    if (call.state === "hangup" && call.duration_s !== undefined && !call.missed) {
       banner.appendChild(el("span", null, formatDuration(call.duration_s)));
     }
     if (call.long_call) banner.appendChild(el("span", { class: "badge" }, "10+ " + t("min")));
@@ -655,13 +658,44 @@
     showPop(msg.call_id);
   }
 
+  /* A colleague answered a call that rang here too (a ring group, a queue): its pop closes,
+     there is nothing to wrap up. What the operator has typed into it is never thrown away:
+     then the card stays, no longer tied to the call. */
+  function closeTakenCall(callId) {
+    S.calls.delete(callId);
+    if (S.view && S.view.callId === callId) {
+      if (typedInto($("pop"))) {
+        S.view.callId = null;
+        T.flash(t("A colleague answered this call."), "info");
+      } else {
+        showMessage(t("A colleague answered this call."), "answered-elsewhere");
+      }
+    }
+    renderBanner();
+    renderLiveCalls();
+  }
+
+  function typedInto(area) {
+    return Array.from(area.querySelectorAll("input, textarea")).some(function (field) {
+      if (field.type === "checkbox" || field.type === "radio") {
+        return field.checked !== field.defaultChecked;
+      }
+      return field.value !== field.defaultValue;
+    });
+  }
+
   function onCallState(msg) {
+    if (msg.state === "hangup" && msg.reason === "answered_elsewhere") {
+      closeTakenCall(msg.call_id);
+      return;
+    }
     let call = S.calls.get(msg.call_id);
     if (!call) {
       call = { pop: null, state: msg.state, outbound: true, number: "" };
       S.calls.set(msg.call_id, call);
     }
     call.state = msg.state;
+    call.missed = msg.reason === "not_answered";
     if (msg.duration_s !== undefined && msg.duration_s !== null) call.duration_s = msg.duration_s;
     if (msg.long_call) call.long_call = true;
     if (S.view && S.view.callId === msg.call_id) {
