@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 
 import cti_adapter.pop_path as pop_path_module
-from cti_adapter.call_log import POPPING
+from cti_adapter.call_rows import POPPING
 from cti_adapter.pipeline import CtiPipeline
 from cti_adapter.pop_path import PopPath
 from engine.bus import LocalBus

@@ -31,7 +31,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cti_adapter.call_log import POPPING, CallLog, CallRow, Found, Key
+from cti_adapter.call_log import CallLog
+from cti_adapter.call_rows import POPPING, CallRow, Found, Key
 from cti_adapter.directory import OperatorDirectory
 from cti_adapter.events import CallEvent, CallEventType
 from cti_adapter.pop_path import PopPath
@@ -58,7 +59,7 @@ class Started:
 
     accepted: int = 0  # events given, repeats included
     events: list[CallEvent] = field(default_factory=list)  # repeats removed, in order given
-    # One future per event popped ahead: what the pop found (a call_log.Hint), for the log
+    # One future per event popped ahead: what the pop found (a call_rows.Hint), for the log
     # path.
     matched: dict[Key, asyncio.Future[Found]] = field(default_factory=dict)
     pops: list[asyncio.Task[int]] = field(default_factory=list)
@@ -142,6 +143,9 @@ class CtiPipeline:
             state = _STATES.get(ev.event)
             if state is not None and call is not None and await self._push_state(call, state):
                 states += 1
+            # Legs reported over before this answer came: taken elsewhere, their pops close.
+            for leg in getattr(call, "closed_legs", ()):
+                states += await self._push_state(leg, "hangup")
         return Outcome(started.accepted, len(changed), pops, states)
 
     # --- pops (pop_path.py) and call states ---------------------------------------------
@@ -150,7 +154,7 @@ class CtiPipeline:
         """Look the caller up and push the pop to the extension's operator (0 if nobody).
 
         ``matched`` receives the one matching client's id (or None) and the number's E.164
-        (a ``call_log.Hint``) as soon as they are known.
+        (a ``call_rows.Hint``) as soon as they are known.
         """
         return await self.pop_path.pop_many([ev], {ev.dedup_key: matched} if matched else {})
 

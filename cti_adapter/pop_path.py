@@ -25,7 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from cti_adapter.call_log import UNKNOWN, Found, Key
+from cti_adapter.call_rows import UNKNOWN, Found, Key
 from cti_adapter.directory import Operator, OperatorDirectory
 from cti_adapter.events import CallEvent, CallEventType
 from cti_adapter.pops import POPS_CHANNEL, Lookup, addressed, lookup_sync, screen_pop_sync

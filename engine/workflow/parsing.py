@@ -250,6 +250,11 @@ class Parser:
         due = self.due(self.required(m, "due", what, key_node), what)
         owner = self.optional_name(get("owner"), f"{what}: owner") or DEFAULT_OWNER
         grace = self.duration(get("grace"), f"{what}: grace")
+        if grace is not None and not grace:
+            # Escalating at the due time itself would leave the operator no time at all,
+            # and a stored grace of 0 reads as "none given" (engine/followups/overdue.py).
+            self.problem(get("grace"), f"{what}: grace must be longer than 0, like 15m or 2h")
+            grace = None
         escalation = self.names(get("escalation"), f"{what}: escalation")
         return FollowUpRule(
             due=due,  # type: ignore[arg-type]

@@ -14,7 +14,7 @@ import dataclasses
 import pytest
 import sqlalchemy as sa
 
-import cti_adapter.call_log as call_log_module
+import cti_adapter.call_rows as call_rows_module
 import cti_adapter.pops as pops_module
 from cti_adapter.events import CallEvent, CallEventType, Direction
 from cti_adapter.pipeline import CtiPipeline
@@ -36,7 +36,7 @@ def parses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         return phones.try_normalize(raw, region)
 
     monkeypatch.setattr(pops_module, "try_normalize", counted)
-    monkeypatch.setattr(call_log_module, "try_normalize", counted)
+    monkeypatch.setattr(call_rows_module, "try_normalize", counted)
     return asked
 
 

@@ -232,6 +232,28 @@ async def test_a_ring_group_answered_by_one_closes_the_others_pops(
     ]
 
 
+async def test_a_leg_reported_over_before_the_answer_still_closes(
+    web_client, aiohttp_client, tl, olga
+) -> None:
+    """A PBX's webhooks for one call may overtake each other: Pavel's leg is reported over
+    before Olga's answer arrives. It looks missed at first; the answer corrects it, and
+    Pavel's pop closes then."""
+    await make_user(tl, "pavel", tier="cold", extension="102")
+    ivan = await make_client(tl, "Ivan Petrov", IVAN)
+    olga_browser, _, _ = await connect(aiohttp_client, web_client.server, "olga")
+    _, pavel_ws, _ = await connect(aiohttp_client, web_client.server, "pavel")
+    await pbx(web_client, ev("ringing", "race", ext="101"), ev("ringing", "race", ext="102"))
+    assert (await next_of(pavel_ws, "screen_pop"))["call_id"] == "race"
+    await pbx(web_client, ev("hangup", "race", ext="102"))
+    assert (await next_of(pavel_ws, "call_state"))["reason"] == "not_answered"
+    await pbx(web_client, ev("answered", "race", ext="101"))
+    closed = await next_of(pavel_ws, "call_state")
+    assert (closed["call_id"], closed["state"], closed["extension"]) == ("race", "hangup", "102")
+    assert closed["reason"] == "answered_elsewhere"
+    card = await (await olga_browser.get(f"/api/clients/{ivan.id}")).json()
+    assert [c["answered"] for c in card["calls"]] == [True]  # one call, Olga's
+
+
 async def test_asterisk_says_answered_elsewhere_in_the_hangup(web_client, tl, olga) -> None:
     """The AMI connector knows it from the hangup's cause (26) even when the answering leg's
     own event has not been recorded first."""

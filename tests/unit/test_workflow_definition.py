@@ -221,6 +221,12 @@ def test_yaml_syntax_error_names_its_line() -> None:
         ("max_attempts: 3", "max_attempts: three", "max_attempts: three", "whole number"),
         ("max_attempts: 3", "max_attempts: 0", "max_attempts: 0", "whole number"),
         (
+            "      kind: call_back\n      owner: tier\n",
+            "      kind: call_back\n      owner: tier\n      grace: 0m\n",
+            "grace: 0m",
+            "grace must be longer than 0",
+        ),
+        (
             "    kpi: presentation\n",
             "    kpi: presentation\n    colour: red\n",
             "colour: red",
