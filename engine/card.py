@@ -122,6 +122,7 @@ _CALLS = _List(
             _calls.c.duration_s,
             _calls.c.outcome,
             _calls.c.answered_at,
+            _calls.c.status,
         )
         # One line a call: a ring group's legs that others answered are not listed.
         .where(_calls.c.client_id == cid, _calls.c.status != TAKEN_ELSEWHERE)
@@ -275,6 +276,7 @@ def _card(
                 "duration_s": c.duration_s,
                 "outcome": c.outcome,
                 "answered": c.answered_at is not None,
+                "status": c.status,  # ringing, answered, ended
             }
             for c in calls
         ],

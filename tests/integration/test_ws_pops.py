@@ -201,6 +201,9 @@ async def test_a_ring_group_answered_by_one_closes_the_others_pops(
     _, pavel_ws, _ = await connect(aiohttp_client, web_client.server, "pavel")
     await pbx(web_client, ev("ringing", "group", ext="101"), ev("ringing", "group", ext="102"))
     assert (await next_of(pavel_ws, "screen_pop"))["call_id"] == "group"
+    ringing = await (await olga_browser.get(f"/api/clients/{ivan.id}")).json()
+    # Ringing, not missed: the console says "missed" only of an ended, unanswered call.
+    assert [(c["answered"], c["status"]) for c in ringing["calls"]] == [(False, "ringing")] * 2
     # As a PBX reports a ring group: each leg's own events, one request each.
     await pbx(web_client, ev("answered", "group", ext="101"))
     await pbx(web_client, ev("hangup", "group", ext="102"))
@@ -226,9 +229,9 @@ async def test_a_ring_group_answered_by_one_closes_the_others_pops(
     # The card lists a call once (the leg Pavel missed while Olga answered is not a call of
     # his), and a call nobody answered as such.
     card = await (await olga_browser.get(f"/api/clients/{ivan.id}")).json()
-    assert sorted((c["direction"], c["answered"]) for c in card["calls"]) == [
-        ("inbound", False),  # "missed"
-        ("inbound", True),  # "group", Olga's leg
+    assert sorted((c["direction"], c["answered"], c["status"]) for c in card["calls"]) == [
+        ("inbound", False, "ended"),  # "missed"
+        ("inbound", True, "ended"),  # "group", Olga's leg
     ]
 
 

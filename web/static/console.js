@@ -422,8 +422,8 @@
   }
 
   function callItem(c) {
-    // An incoming call nobody answered has no talk time to show: it was missed.
-    const missed = c.answered === false && c.direction === "inbound";
+    // An incoming call that ended unanswered has no talk time to show: it was missed.
+    const missed = c.direction === "inbound" && c.status === "ended" && c.answered === false;
     return el("li", { class: missed ? "call-missed" : null }, T.formatTime(c.started_at), " · ",
       human(c.direction || ""), " · ", missed ? t("missed") : formatDuration(c.duration_s),
       " · ", c.outcome ? human(c.outcome) : t("no outcome"));
