@@ -66,7 +66,7 @@ JS_STRINGS = (
     "Recording…", "Something went wrong", "Sign in again", "Close", "Add note", "Note added.",
     "Record another outcome", "Not set: {name}", "client time, {tz}: now {time}",
     "your own time: this browser does not know {tz}", "Missed call",
-    "A colleague answered this call.", "missed",
+    "A colleague answered this call.", "missed", "No answer",
 )  # fmt: skip
 
 

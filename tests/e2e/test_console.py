@@ -384,6 +384,13 @@ async def test_queue_lists_due_calls_and_call_next_dials(page: Any, server: Serv
     written = (await card.locator("button.phone").first.text_content() or "").lstrip("☎ ")
     assert written and not written.startswith("+7916"), written
     await expect(banner.locator(".banner-number")).to_have_text(written)
+
+    # The client does not pick up: "No answer", not an incoming call's "Missed call".
+    call_id = await banner.get_attribute("data-call-id")
+    assert call_id
+    await server.call_event("hangup", call_id, written, "203")
+    await expect(page.get_by_test_id("call-state")).to_have_text("No answer")
+    await expect(card.get_by_test_id("outcome")).to_be_visible()
     no_script_errors(page)
 
 

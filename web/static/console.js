@@ -586,7 +586,10 @@
 
   function callLabel(call) {
     if (call.state === "answered") return t("On the call");
-    if (call.state === "hangup") return call.missed ? t("Missed call") : t("Call ended");
+    if (call.state === "hangup" && call.missed) {
+      return call.outbound ? t("No answer") : t("Missed call");
+    }
+    if (call.state === "hangup") return t("Call ended");
     if (call.state === "dialing") return t("Dialling…");
     return t("Ringing");
   }
