@@ -216,3 +216,24 @@ async def live_calls(
         pop["direction"] = call.direction
         out.append(pop)
     return out
+
+
+async def ended_calls(
+    session: AsyncSession, viewer: User, *, since: datetime, limit: int = 20
+) -> list[dict[str, object]]:
+    """``call_state`` hangups of the viewer's calls started since ``since`` that have ended
+    (the newest ``limit``, oldest first): a browser that was offline while they ended puts
+    the pops it still shows right (a colleague's answer closes one; a missed call says so)."""
+    if not viewer.extension:
+        return []
+    calls = await session.exec(
+        select(Call)
+        .where(
+            Call.extension == viewer.extension,
+            Call.started_at >= since,
+            Call.ended_at.is_not(None),  # type: ignore[union-attr]
+        )
+        .order_by(Call.started_at.desc())  # type: ignore[attr-defined]
+        .limit(limit)
+    )
+    return [call_state(call, "hangup") for call in reversed(list(calls))]

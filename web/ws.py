@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from cti_adapter.pops import live_calls
+from cti_adapter.pops import ended_calls, live_calls
 from engine.bus import to_json
 from engine.models import User
 from engine.users import public_user
@@ -67,8 +67,11 @@ async def websocket(request: web.Request) -> web.StreamResponse:
 
 
 async def _hello(request: web.Request, conn: Conn, user: User) -> str:
-    """The hello message: the user and every call still ringing or in progress for them."""
+    """The hello message: the user, every call still ringing or in progress for them, and
+    the hangups of their latest ended calls (for pops a browser still shows from before it
+    was offline)."""
     tl = request.app[TIERLINE]
+    since = tl.clock.now() - LIVE_CALL_WINDOW
     async with tl.db.session() as session:
         live = await live_calls(
             session,
@@ -76,11 +79,14 @@ async def _hello(request: web.Request, conn: Conn, user: User) -> str:
             user,
             region=tl.settings.default_region,
             default_tz=tl.settings.timezone,
-            since=tl.clock.now() - LIVE_CALL_WINDOW,
+            since=since,
         )
+        ended = await ended_calls(session, user, since=since)
     for pop in live:
         conn.remember(str(pop["call_id"]))
-    return to_json({"type": "hello", "user": public_user(user), "live_calls": live})
+    return to_json(
+        {"type": "hello", "user": public_user(user), "live_calls": live, "ended_calls": ended}
+    )
 
 
 async def broadcast(app: web.Application, message: dict[str, Any]) -> int:

@@ -340,6 +340,36 @@ async def test_a_ring_group_closes_the_pop_of_whoever_did_not_answer(
         await context.close()
 
 
+async def test_back_online_the_console_shows_what_became_of_its_calls(
+    page: Any, server: Server
+) -> None:
+    """The network drops while two calls ring; one is answered by a colleague, the other
+    hangs up unanswered. Back online, the console is right without a reload."""
+    await open_console(page, server, "cold7")
+    anna = "+7 916 555-01-01"
+    taken, missed = new_call_id(), new_call_id()
+    await server.call_event("ringing", taken, anna, "206")
+    await server.call_event("ringing", taken, anna, "207")
+    await expect(page.get_by_test_id("call-state")).to_have_text("Ringing")
+    await server.call_event("ringing", missed, anna, "207")
+    await expect(page.locator("#live-calls .live-call")).to_have_count(2)
+
+    await page.context.set_offline(True)
+    await page.evaluate("TierlineConsole.socket().close()")  # as a dropped network does
+    await page.wait_for_selector("body[data-ws=closed]")
+    await server.call_event("answered", taken, anna, "206")
+    await server.call_event("hangup", taken, anna, "207")
+    await server.call_event("hangup", missed, anna, "207")
+    await server.call_event("hangup", taken, anna, "206")
+    await page.context.set_offline(False)
+    await page.wait_for_selector("body[data-ws=open]")
+
+    # The call shown was missed; the colleague's is gone from the strip of live calls.
+    await expect(page.get_by_test_id("call-state")).to_have_text("Missed call")
+    await expect(page.locator("#live-calls .live-call")).to_have_count(0)
+    no_script_errors(page)
+
+
 async def test_console_reconnects_by_itself(page: Any, server: Server) -> None:
     await open_console(page, server, "cold1")
     banner = page.locator("#offline-banner")

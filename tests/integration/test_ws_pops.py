@@ -303,6 +303,34 @@ async def test_a_reconnecting_browser_gets_the_live_calls(
     assert (await third.receive_json(timeout=5))["live_calls"] == []
 
 
+async def test_hello_says_what_became_of_calls_that_ended_meanwhile(
+    web_client, aiohttp_client, tl, olga
+) -> None:
+    """A browser offline while its pops' calls went on: hello gives the calls still live in
+    their state now, and the hangups of those that ended (a colleague's answer included)."""
+    await make_user(tl, "pavel", tier="cold", extension="102")
+    browser, ws, _ = await connect(aiohttp_client, web_client.server, "pavel")
+    await pbx(
+        web_client,
+        ev("ringing", "taken", ext="101"), ev("ringing", "taken", ext="102"),
+        ev("ringing", "missed", ext="102"), ev("ringing", "talking", ext="102"),
+    )  # fmt: skip
+    assert len([await next_of(ws, "screen_pop") for _ in range(3)]) == 3
+    await ws.close()  # offline: nothing of what follows reaches this browser
+
+    await pbx(web_client, ev("answered", "taken", ext="101"), ev("hangup", "taken", ext="102"))
+    await pbx(web_client, ev("hangup", "missed", ext="102"))
+    await pbx(web_client, ev("answered", "talking", ext="102"))
+    again = await browser.ws_connect("/ws")
+    hello = await again.receive_json(timeout=5)
+    assert [(p["call_id"], p["state"]) for p in hello["live_calls"]] == [("talking", "answered")]
+    ended = {m["call_id"]: m for m in hello["ended_calls"]}
+    assert set(ended) == {"taken", "missed"}
+    assert all(m["type"] == "call_state" and m["state"] == "hangup" for m in ended.values())
+    assert ended["taken"]["reason"] == "answered_elsewhere"
+    assert ended["missed"]["reason"] == "not_answered"
+
+
 async def test_hello_is_encoded_as_the_pops_are(web_client, aiohttp_client, tl, olga) -> None:
     """One encoding for everything a socket carries (engine.bus.to_json): compact, and a
     Cyrillic name as it is, not six bytes of escape a letter."""

@@ -786,10 +786,18 @@
         if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: "pong" }));
         break;
       case "hello":
+        // Back after being offline: the calls still live, and what became of the others.
         (msg.live_calls || []).forEach(function (pop) {
-          if (!S.calls.has(pop.call_id)) {
+          const known = S.calls.get(pop.call_id);
+          if (!known) {
             S.calls.set(pop.call_id, { pop: pop, state: pop.state || "ringing", number: pop.number });
+          } else if (pop.state && known.state !== pop.state) {
+            onCallState({ type: "call_state", call_id: pop.call_id, state: pop.state });
           }
+        });
+        (msg.ended_calls || []).forEach(function (state) {
+          const known = S.calls.get(state.call_id);
+          if (known && known.state !== "hangup") onCallState(state);
         });
         if ((!S.view || S.view.kind === "message") && msg.live_calls && msg.live_calls.length) {
           showPop(msg.live_calls[msg.live_calls.length - 1].call_id);
