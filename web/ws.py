@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from cti_adapter.pops import ended_calls, live_calls
+from cti_adapter.pops import calls_for_hello
 from engine.bus import to_json
 from engine.models import User
 from engine.users import public_user
@@ -73,7 +73,7 @@ async def _hello(request: web.Request, conn: Conn, user: User) -> str:
     tl = request.app[TIERLINE]
     since = tl.clock.now() - LIVE_CALL_WINDOW
     async with tl.db.session() as session:
-        live = await live_calls(
+        calls = await calls_for_hello(
             session,
             tl.cache,
             user,
@@ -81,11 +81,15 @@ async def _hello(request: web.Request, conn: Conn, user: User) -> str:
             default_tz=tl.settings.timezone,
             since=since,
         )
-        ended = await ended_calls(session, user, since=since)
-    for pop in live:
+    for pop in calls.live:
         conn.remember(str(pop["call_id"]))
     return to_json(
-        {"type": "hello", "user": public_user(user), "live_calls": live, "ended_calls": ended}
+        {
+            "type": "hello",
+            "user": public_user(user),
+            "live_calls": calls.live,
+            "ended_calls": calls.ended,
+        }
     )
 
 

@@ -175,7 +175,7 @@ async def test_shutdown_waits_for_a_hello_still_reading_then_cancels_it(
 
     arrived, released = asyncio.Event(), asyncio.Event()
 
-    async def held_live_calls(*args: object, **kwargs: object) -> list:
+    async def held_calls(*args: object, **kwargs: object) -> list:
         arrived.set()
         try:
             await asyncio.get_running_loop().create_future()  # the database never answers
@@ -185,7 +185,7 @@ async def test_shutdown_waits_for_a_hello_still_reading_then_cancels_it(
             released.set()
         return []
 
-    monkeypatch.setattr(ws_module, "live_calls", held_live_calls)
+    monkeypatch.setattr(ws_module, "calls_for_hello", held_calls)
     monkeypatch.setattr(ws_module, "GREETING_TIMEOUT", 0.05)
     cookie = await _cookie(aiohttp_client, web_client.server, "olga")
     host = f"{web_client.server.host}:{web_client.server.port}"
