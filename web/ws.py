@@ -71,7 +71,6 @@ async def _hello(request: web.Request, conn: Conn, user: User) -> str:
     the hangups of their latest ended calls (for pops a browser still shows from before it
     was offline)."""
     tl = request.app[TIERLINE]
-    since = tl.clock.now() - LIVE_CALL_WINDOW
     async with tl.db.session() as session:
         calls = await calls_for_hello(
             session,
@@ -79,7 +78,7 @@ async def _hello(request: web.Request, conn: Conn, user: User) -> str:
             user,
             region=tl.settings.default_region,
             default_tz=tl.settings.timezone,
-            since=since,
+            since=tl.clock.now() - LIVE_CALL_WINDOW,
         )
     for pop in calls.live:
         conn.remember(str(pop["call_id"]))
