@@ -26,7 +26,7 @@ from cti_adapter.directory import Operator
 from cti_adapter.events import CallEvent, CallEventType
 from cti_adapter.pops import try_normalize
 from engine.clients import match_rows_sync
-from engine.models import LONG_CALL_SECONDS, TAKEN_ELSEWHERE, Call, CallEventRecord
+from engine.models import LONG_CALL_SECONDS, Call, CallEventRecord, CallStatus
 from engine.service import Tierline
 from engine.storage.hot import HotQuery
 
@@ -41,8 +41,8 @@ _CALL_KEYS = (
 )  # fmt: skip
 
 Key = tuple[str, str, str]
-# A ``calls`` row as plain attributes (the columns of Call), updated in place by the log path.
-# An answered leg may also carry ``closed_legs``: other legs it turned into taken_elsewhere.
+# A ``calls`` row as plain attributes (the columns of Call), updated in place by the log path,
+# and ``closed_legs``: the other legs an answer turned into taken_elsewhere (see _as_row).
 CallRow = SimpleNamespace
 # What the pop path learnt of a call's number: the one client it matched (or None) and the
 # number's E.164 (or None), so the log path neither parses nor searches it again.
@@ -64,7 +64,7 @@ class CallRows:
 
     def __init__(self, tl: Tierline) -> None:
         self.tl = tl
-        self._inserts: _Statements | None = None
+        self._stmts: _Statements | None = None
 
     def insert_records(
         self, conn: Connection, events: list[tuple[CallEvent, datetime]]
@@ -126,17 +126,17 @@ class CallRows:
             if call.answered_at is None:
                 call.answered_at = at
                 call.closed_legs = self._close_missed_legs(conn, ev)
-            if call.status == "ringing":
-                call.status = "answered"
+            if call.status == CallStatus.RINGING:
+                call.status = CallStatus.ANSWERED
         elif ev.event is CallEventType.HANGUP and call.ended_at is None:
             call.ended_at = at
-            call.status = "ended"
+            call.status = CallStatus.ENDED
             talk = (at - call.answered_at).total_seconds() if call.answered_at else 0
             call.duration_s = max(0, int(talk))
             call.long_call = call.duration_s >= LONG_CALL_SECONDS
             said = ev.extra.get("reason") == "answered_elsewhere"
             if call.answered_at is None and (said or self._answered_elsewhere(conn, ev)):
-                call.status = TAKEN_ELSEWHERE
+                call.status = CallStatus.TAKEN_ELSEWHERE
         if (call.answered_at, call.status, call.ended_at) != before:
             self._update(conn, call)
         return call
@@ -160,9 +160,9 @@ class CallRows:
         taken elsewhere after all. Returns them, for their operators' pops to close."""
         params = {"call_id": ev.call_id, "ext": ev.extension}
         rows = self._statements().missed_legs.rows(conn, params)
-        legs = [SimpleNamespace(**row._asdict()) for row in rows]
+        legs = [_as_row(row) for row in rows]
         for leg in legs:
-            leg.status = TAKEN_ELSEWHERE
+            leg.status = CallStatus.TAKEN_ELSEWHERE
             self._update(conn, leg)
         return legs
 
@@ -170,7 +170,7 @@ class CallRows:
         """The call's row, as plain attributes to update in place (building a ``Call``
         entity cost more than the select: SQLModel validates on construction)."""
         row = self._statements().row.first(conn, {"call_id": ev.call_id, "ext": ev.extension})
-        return None if row is None else SimpleNamespace(**row._asdict())
+        return None if row is None else _as_row(row)
 
     def _answered_elsewhere(self, conn: Connection, ev: CallEvent) -> bool:
         """Whether another extension answered this call (the webhook says no more than each
@@ -199,7 +199,7 @@ class CallRows:
                 "operator_id": operator.id if operator else None,
                 "client_id": client_id,
                 "number": (e164 or ev.customer_number)[:64],
-                "status": "ringing",
+                "status": CallStatus.RINGING.value,
                 "started_at": at,
                 "long_call": False,
                 "checklist": {},
@@ -218,7 +218,7 @@ class CallRows:
 
     def _statements(self) -> _Statements:
         """The log path's statements, built once for this database's dialect."""
-        if self._inserts is None:
+        if self._stmts is None:
             insert = sqlite_insert if self.tl.db.is_sqlite else pg_insert
             records = CallEventRecord.__table__  # type: ignore[attr-defined]
             calls = Call.__table__  # type: ignore[attr-defined]
@@ -233,7 +233,7 @@ class CallRows:
                 calls.c.pbx_call_id == sa.bindparam("call_id"),
                 calls.c.extension != sa.bindparam("ext"),
             )
-            self._inserts = _Statements(
+            self._stmts = _Statements(
                 record=HotQuery(record, keys=_RECORD_KEYS),
                 create=HotQuery(
                     insert(calls).on_conflict_do_nothing(
@@ -261,12 +261,16 @@ class CallRows:
                 missed_legs=HotQuery(
                     sa.select(calls).where(
                         *other_legs,
-                        calls.c.status == "ended",
+                        calls.c.status == CallStatus.ENDED.value,
                         calls.c.answered_at.is_(None),
                     )
                 ),
             )
-        return self._inserts
+        return self._stmts
+
+
+def _as_row(row: Any) -> CallRow:
+    return SimpleNamespace(**row._asdict(), closed_legs=[])
 
 
 @dataclass(frozen=True, slots=True)

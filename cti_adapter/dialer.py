@@ -31,7 +31,7 @@ from engine.access import ensure_client_visible
 from engine.calendar import describe, in_window, next_call_time
 from engine.errors import InvalidInput, NotFound, PbxUnavailable
 from engine.followups.planner import client_timezone
-from engine.models import AuditEntry, Call, Client, ClientPhone, User
+from engine.models import AuditEntry, Call, CallStatus, Client, ClientPhone, User
 from engine.service import Tierline
 
 DO_NOT_CALL_STATE = "do_not_call"
@@ -126,7 +126,7 @@ class Dialer:
                 operator_id=user.id,
                 client_id=client_id,
                 number=e164,
-                status="ringing",
+                status=CallStatus.RINGING,
                 started_at=now,
                 override_reason=reason,
             )

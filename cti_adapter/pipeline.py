@@ -140,11 +140,13 @@ class CtiPipeline:
             pops += await self.pop_path.run(late, {})
         states = 0
         for ev, call in changed:
+            if call is None:  # ringing, dialing: the pop says it all
+                continue
             state = _STATES.get(ev.event)
-            if state is not None and call is not None and await self._push_state(call, state):
+            if state is not None and await self._push_state(call, state):
                 states += 1
             # Legs reported over before this answer came: taken elsewhere, their pops close.
-            for leg in getattr(call, "closed_legs", ()):
+            for leg in call.closed_legs:
                 states += await self._push_state(leg, "hangup")
         return Outcome(started.accepted, len(changed), pops, states)
 

@@ -27,7 +27,7 @@ from engine.bus import to_json
 from engine.card import card_sync, match_cards_sync
 from engine.clients import summary, summary_row_sync
 from engine.definitions import DefinitionCache
-from engine.models import TAKEN_ELSEWHERE, Call, Client, User
+from engine.models import Call, CallStatus, Client, User
 
 POPS_CHANNEL = "pops"
 MAX_MATCHES = 10
@@ -150,7 +150,7 @@ def call_state(call: Call | Any, state: str) -> dict[str, object]:
     if state == "hangup":
         message["duration_s"] = call.duration_s or 0
         message["long_call"] = call.long_call
-        if call.status == TAKEN_ELSEWHERE:
+        if call.status == CallStatus.TAKEN_ELSEWHERE:
             message["reason"] = "answered_elsewhere"  # nothing to wrap up: the pop closes
         elif call.answered_at is None:
             message["reason"] = "not_answered"
@@ -217,7 +217,9 @@ async def calls_for_hello(
     )
     calls = list(newest)[::-1]  # oldest first
     live = []
-    for call in [c for c in calls if c.status in ("ringing", "answered")][-limit:]:
+    for call in [c for c in calls if c.status in (CallStatus.RINGING, CallStatus.ANSWERED)][
+        -limit:
+    ]:
         found = await lookup(session, call.number, region, linked_client_id=call.client_id)
         pop = await screen_pop(
             session, cache, viewer, call.pbx_call_id, found, default_tz=default_tz

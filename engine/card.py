@@ -38,8 +38,8 @@ from engine.errors import NotFound
 from engine.followups.overdue import overdue_after
 from engine.followups.planner import client_timezone
 from engine.models import (
-    TAKEN_ELSEWHERE,
     Call,
+    CallStatus,
     Client,
     ClientNote,
     ClientPhone,
@@ -125,7 +125,7 @@ _CALLS = _List(
             _calls.c.status,
         )
         # One line a call: a ring group's legs that others answered are not listed.
-        .where(_calls.c.client_id == cid, _calls.c.status != TAKEN_ELSEWHERE)
+        .where(_calls.c.client_id == cid, _calls.c.status != CallStatus.TAKEN_ELSEWHERE.value)
         .order_by(_calls.c.started_at.desc())
         .limit(5)
     ),

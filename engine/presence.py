@@ -14,8 +14,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine.followups.overdue import OverdueAt, is_overdue, overdue_after
 from engine.models import (
-    TAKEN_ELSEWHERE,
     Call,
+    CallStatus,
     FollowUp,
     FollowUpStatus,
     Role,
@@ -60,7 +60,7 @@ async def operator_statuses(session: AsyncSession, now: datetime) -> list[Operat
             col(Call.operator_id).is_not(None),
             col(Call.started_at) >= now - timedelta(hours=12),
             # A leg a colleague answered was never this operator's call: no wrap-up for it.
-            col(Call.status) != TAKEN_ELSEWHERE,
+            col(Call.status) != CallStatus.TAKEN_ELSEWHERE,
         )
         .group_by(col(Call.operator_id))
         .subquery()
@@ -74,9 +74,9 @@ async def operator_statuses(session: AsyncSession, now: datetime) -> list[Operat
         call = calls.get(op.id)
         status, since, call_id = "idle", None, None
         if call is not None:
-            if call.status == "ringing":
+            if call.status == CallStatus.RINGING:
                 status, since = "ringing", call.started_at
-            elif call.status == "answered":
+            elif call.status == CallStatus.ANSWERED:
                 status, since = "on_call", call.answered_at
             elif call.outcome is None and call.ended_at and now - call.ended_at < WRAP_UP:
                 status, since = "wrap_up", call.ended_at

@@ -26,7 +26,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine.errors import InvalidInput
 from engine.filters import JsonNumber, custom_value
-from engine.models import TAKEN_ELSEWHERE, Call, Client, SegmentClass
+from engine.models import Call, CallStatus, Client, SegmentClass
 
 SETTING = "segment_rules"
 ACTIVITY_DAYS = 90
@@ -121,7 +121,7 @@ async def reclassify(session: AsyncSession, now: datetime, rules: dict[str, Any]
             .where(
                 col(Call.client_id).is_not(None),
                 col(Call.started_at) >= now - timedelta(days=ACTIVITY_DAYS),
-                col(Call.status) != TAKEN_ELSEWHERE,  # a ring group's call counts once
+                col(Call.status) != CallStatus.TAKEN_ELSEWHERE,  # a ring group's call counts once
             )
             .group_by(col(Call.client_id))
             .subquery()

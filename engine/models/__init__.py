@@ -1,7 +1,7 @@
 """The data model. Importing this package registers every table on SQLModel.metadata."""
 
 from engine.models.audit import AppSetting, AuditEntry, KpiEvent
-from engine.models.calls import LONG_CALL_SECONDS, TAKEN_ELSEWHERE, Call, CallEventRecord
+from engine.models.calls import LONG_CALL_SECONDS, Call, CallEventRecord, CallStatus
 from engine.models.campaigns import (
     Arm,
     Campaign,
@@ -24,12 +24,12 @@ from engine.models.workflow import TransitionRecord, WorkflowVersion
 
 __all__ = [
     "LONG_CALL_SECONDS",
-    "TAKEN_ELSEWHERE",
     "AppSetting",
     "Arm",
     "AuditEntry",
     "Call",
     "CallEventRecord",
+    "CallStatus",
     "Campaign",
     "CampaignKind",
     "CampaignMember",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import UniqueConstraint
 from sqlmodel import Field, SQLModel
@@ -10,8 +11,17 @@ from sqlmodel import Field, SQLModel
 from engine.models._columns import json_dict, utc
 
 LONG_CALL_SECONDS = 600
-# A call's status for a leg another extension answered (see Call.status).
-TAKEN_ELSEWHERE = "taken_elsewhere"
+
+
+class CallStatus(StrEnum):
+    """A ``calls`` row is one leg: one extension's part in a PBX call."""
+
+    RINGING = "ringing"
+    ANSWERED = "answered"  # up: the operator is talking
+    ENDED = "ended"
+    # Ended unanswered while another extension took the call (a ring group's or a queue's
+    # other leg): never this operator's call, so no wrap-up, and not on the client's card.
+    TAKEN_ELSEWHERE = "taken_elsewhere"
 
 
 class Call(SQLModel, table=True):
@@ -25,9 +35,7 @@ class Call(SQLModel, table=True):
     operator_id: int | None = Field(default=None, foreign_key="users.id", index=True)
     client_id: int | None = Field(default=None, foreign_key="clients.id", index=True)
     number: str = Field(max_length=64)  # the customer's number as normalised (or raw)
-    # ringing, answered, ended; taken_elsewhere: a ring group's or a queue's leg another
-    # extension answered (ended, never this operator's call: no wrap-up, not on the card).
-    status: str = Field(default="ringing", max_length=16)
+    status: str = Field(default=CallStatus.RINGING, max_length=16)  # a CallStatus
     started_at: datetime = utc(index=True)
     answered_at: datetime | None = utc(nullable=True)
     ended_at: datetime | None = utc(nullable=True)

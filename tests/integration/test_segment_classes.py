@@ -11,7 +11,7 @@ from sqlmodel import select
 
 from engine.clients import NewClient
 from engine.errors import InvalidInput
-from engine.models import TAKEN_ELSEWHERE, Call, Client
+from engine.models import Call, CallStatus, Client
 from engine.segment_classes import check_rules, reclassify
 from engine.service import Tierline
 from tests.conftest import sign_in
@@ -156,7 +156,8 @@ async def test_a_ring_groups_other_legs_are_not_calls(tl: Tierline, base) -> Non
     answered are not calls with the client (4 calls stay 4: still under "5 calls in 90 days")."""
     async with tl.db.transaction() as s:
         s.add(Call(pbx_call_id="group-1", direction="inbound", extension="102",
-                   client_id=base["stale"], number="+79160000000", status=TAKEN_ELSEWHERE,
+                   client_id=base["stale"], number="+79160000000",
+                   status=CallStatus.TAKEN_ELSEWHERE,
                    started_at=tl.clock.now() - timedelta(days=1)))  # fmt: skip
     async with tl.db.transaction() as s:
         await reclassify(s, tl.clock.now(), RULES)
