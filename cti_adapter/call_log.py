@@ -98,6 +98,7 @@ class CallLog:
     def _write(
         self, conn: Connection, group: list[_Batch]
     ) -> list[list[tuple[CallEvent, CallRow | None]]]:
+        self.rows.lock_calls(conn, (ev.call_id for b in group for ev in b.events))
         fresh = self.rows.insert_records(conn, [(ev, b.now) for b in group for ev in b.events])
         out = []
         for b in group:

@@ -9,6 +9,8 @@ that ends unanswered while another leg of the call is (or later turns out) answe
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
@@ -40,6 +42,13 @@ _CALL_KEYS = (
     "started_at", "long_call", "checklist", "notes",
 )  # fmt: skip
 
+# The first key of the PostgreSQL advisory locks that serialise one call's legs across nodes
+# (the second is the call id's hash): a key space of its own, apart from any other lock's.
+CALL_LOCK_SPACE = 0x544C43  # "TLC"
+_LOCK_CALLS = sa.text(
+    "SELECT pg_advisory_xact_lock(:space, k) FROM unnest(CAST(:keys AS integer[])) AS k"
+)
+
 Key = tuple[str, str, str]
 # A ``calls`` row as plain attributes (the columns of Call), updated in place by the log path,
 # and ``closed_legs``: the other legs an answer turned into taken_elsewhere (see _as_row).
@@ -65,6 +74,19 @@ class CallRows:
     def __init__(self, tl: Tierline) -> None:
         self.tl = tl
         self._stmts: _Statements | None = None
+
+    def lock_calls(self, conn: Connection, call_ids: Iterable[str]) -> None:
+        """Serialise this transaction with any other writing events of these calls, until it
+        commits. Each leg of a ring group looks at the others (an answer closes the legs that
+        ended unanswered; a hangup asks whether another leg answered): with several nodes on
+        PostgreSQL, two legs' events written at once would each miss the other's uncommitted
+        row. One node already writes one transaction at a time; SQLite has one writer.
+        The locks are taken in one order, so two groups of calls cannot deadlock."""
+        if self.tl.db.is_sqlite:
+            return
+        keys = sorted({call_lock_key(call_id) for call_id in call_ids})
+        if keys:
+            conn.execute(_LOCK_CALLS, {"space": CALL_LOCK_SPACE, "keys": keys})
 
     def insert_records(
         self, conn: Connection, events: list[tuple[CallEvent, datetime]]
@@ -267,6 +289,12 @@ class CallRows:
                 ),
             )
         return self._stmts
+
+
+def call_lock_key(call_id: str) -> int:
+    """A call id's advisory-lock key: the same on every node (Python's ``hash`` is not)."""
+    digest = hashlib.blake2b(call_id.encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 def _as_row(row: Any) -> CallRow:
