@@ -1,7 +1,13 @@
 """The data model. Importing this package registers every table on SQLModel.metadata."""
 
 from engine.models.audit import AppSetting, AuditEntry, KpiEvent
-from engine.models.calls import LONG_CALL_SECONDS, Call, CallEventRecord, CallStatus
+from engine.models.calls import (
+    LONG_CALL_SECONDS,
+    Call,
+    CallEventRecord,
+    CallStatus,
+    MissedCallDismissal,
+)
 from engine.models.campaigns import (
     Arm,
     Campaign,
@@ -45,6 +51,7 @@ __all__ = [
     "ImportRowError",
     "ImportStatus",
     "KpiEvent",
+    "MissedCallDismissal",
     "Role",
     "SavedFilter",
     "SegmentClass",

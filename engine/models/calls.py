@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import UniqueConstraint
+from sqlalchemy import Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from engine.models._columns import json_dict, utc
@@ -26,7 +26,11 @@ class CallStatus(StrEnum):
 
 class Call(SQLModel, table=True):
     __tablename__ = "calls"
-    __table_args__ = (UniqueConstraint("pbx_call_id", "extension"),)
+    __table_args__ = (
+        UniqueConstraint("pbx_call_id", "extension"),
+        # A number's calls in time order: whether a missed call was returned since.
+        Index("ix_calls_number_started_at", "number", "started_at"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     pbx_call_id: str = Field(max_length=64, index=True)
@@ -62,3 +66,15 @@ class CallEventRecord(SQLModel, table=True):
     to_number: str = Field(max_length=64)
     at: datetime | None = utc(nullable=True)
     received_at: datetime = utc()
+
+
+class MissedCallDismissal(SQLModel, table=True):
+    """ "No call back needed": a number's missed calls up to ``at`` leave the call-back list
+    (``engine.missed_calls``); a later missed call from it is listed again."""
+
+    __tablename__ = "missed_call_dismissals"
+
+    id: int | None = Field(default=None, primary_key=True)
+    number: str = Field(max_length=64, index=True)
+    at: datetime = utc()
+    user_id: int = Field(foreign_key="users.id")

@@ -3,6 +3,8 @@
 - ``POST /api/calls/dial`` {client_id, number, override_reason?} -> 202 {"call_id"}
 - ``POST /api/calls/{call_id}/link`` {client_id} -> 200 card; ``call_id`` is the PBX call id
   of one of the signed-in operator's own calls (a pop with several matches).
+- ``POST /api/calls/missed/dismiss`` {number} -> 200 the entry dismissed: "no call back
+  needed" for a number on the caller's missed-calls list (``engine.missed_calls``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from cti_adapter.dialer import Dialer
 from engine.access import ensure_client_visible
 from engine.card import card
 from engine.errors import InvalidInput, NotFound
+from engine.missed_calls import dismiss
 from engine.models import Call, Client
 from web.api.session import read_json
 from web.keys import PBX, TIERLINE
@@ -47,6 +50,19 @@ async def dial(request: web.Request) -> web.Response:
         {"call_id": dialled.call_id, "number": dialled.number, "overridden": dialled.overridden},
         status=202,
     )
+
+
+@routes.post("/api/calls/missed/dismiss")
+async def dismiss_missed(request: web.Request) -> web.Response:
+    user = current_user(request)
+    body = await read_json(request)
+    number = body.get("number")
+    if not isinstance(number, str) or not number.strip():
+        raise InvalidInput("number must be the missed call's number", field="number")
+    tl = request.app[TIERLINE]
+    async with tl.db.session() as session:
+        dismissed = await dismiss(session, user, number.strip(), tl.clock.now())
+    return web.json_response(dismissed.to_json())
 
 
 @routes.post("/api/calls/{call_id}/link")

@@ -1,7 +1,8 @@
 """GET /api/queue: whom to call now.
 
-An operator gets their own due calls plus their tier's pool; supervisors and admins see
-the whole department, or one tier with ?tier=.
+An operator gets their own due calls plus their tier's pool, and the missed calls to call
+back (``engine.missed_calls``: their tier's clients, unknown callers who rang their phone);
+supervisors and admins see the whole department, or one tier with ?tier=.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from aiohttp import web
 from engine.access import refuse
 from engine.definitions import current_version
 from engine.errors import InvalidInput
+from engine.missed_calls import missed_calls
 from engine.models import Role
 from engine.queue import MAX_ITEMS, due_queue
 from web.keys import TIERLINE
@@ -56,7 +58,14 @@ async def get_queue(request: web.Request) -> web.Response:
             items = await due_queue(
                 db, now=now, default_tz=tl.settings.timezone, tier=tier, limit=limit
             )
-    return web.json_response({"items": [item.to_json() for item in items], "now": now.isoformat()})
+        missed = await missed_calls(db, viewer=user, now=now, tier=tier, limit=limit)
+    return web.json_response(
+        {
+            "items": [item.to_json() for item in items],
+            "missed": [call.to_json() for call in missed],
+            "now": now.isoformat(),
+        }
+    )
 
 
 def setup(app: web.Application) -> None:

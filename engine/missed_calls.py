@@ -1,0 +1,139 @@
+"""Missed calls to call back: inbound calls nobody answered, not returned since.
+
+A query over ``calls``, never a copy of them, as the queue is over follow-ups: a number's
+missed calls leave the list the moment anyone calls it (a dial, answered or not, is a call
+back: its outcome schedules what follows) or answers its next call, and when an operator
+says no call back is needed (a dismissal: a later missed call is listed again). One entry a
+number, however many times it rang and however many phones each call rang (a ring group's
+legs are one call); calls older than :data:`MISSED_CALL_WINDOW` are no longer listed.
+
+Who sees what, as everywhere: an operator sees the missed calls of their tier's clients and
+those of unknown callers (or numbers shared by several clients) that rang their own phone;
+supervisors and admins see all, or one tier's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from engine.clients import summary
+from engine.errors import NotFound
+from engine.models import Call, CallStatus, Client, MissedCallDismissal, Role, User
+
+MISSED_CALL_WINDOW = timedelta(days=7)
+MAX_MISSED = 200
+
+_calls = Call.__table__  # type: ignore[attr-defined]
+_later = _calls.alias("later")
+_clients = Client.__table__  # type: ignore[attr-defined]
+_dismissals = MissedCallDismissal.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class MissedCall:
+    number: str  # E.164, or as the PBX sent it when it was no valid number
+    client: dict[str, object] | None  # the client the calls were linked to, if one was
+    first_at: datetime  # the oldest missed call not returned since
+    last_at: datetime
+    times: int  # how many calls from the number went unanswered since
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "number": self.number,
+            "client": self.client,
+            "first_at": self.first_at.isoformat(),
+            "last_at": self.last_at.isoformat(),
+            "times": self.times,
+        }
+
+
+def _scope(viewer: User, tier: str | None) -> sa.ColumnElement[bool] | None:
+    if viewer.role != Role.OPERATOR:
+        return None if tier is None else _clients.c.tier == tier
+    unknown_here = sa.and_(_calls.c.client_id.is_(None), _calls.c.operator_id == viewer.id)
+    if not viewer.tier:
+        return unknown_here
+    return sa.or_(unknown_here, _clients.c.tier == viewer.tier)
+
+
+async def missed_calls(
+    session: AsyncSession,
+    *,
+    viewer: User,
+    now: datetime,
+    tier: str | None = None,
+    number: str | None = None,
+    limit: int = MAX_MISSED,
+) -> list[MissedCall]:
+    """The numbers ``viewer`` should call back, the longest waiting first (``number``: only
+    that one, if it is on the list)."""
+    returned = sa.exists().where(
+        _later.c.number == _calls.c.number,
+        _later.c.started_at > _calls.c.started_at,
+        sa.or_(_later.c.direction == "outbound", _later.c.answered_at.is_not(None)),
+    )
+    dismissed = sa.exists().where(
+        _dismissals.c.number == _calls.c.number, _dismissals.c.at >= _calls.c.started_at
+    )
+    first_at = sa.func.min(_calls.c.started_at)
+    query = (
+        sa.select(
+            _calls.c.number,
+            first_at,
+            sa.func.max(_calls.c.started_at),
+            sa.func.count(sa.distinct(_calls.c.pbx_call_id)),
+            sa.func.max(_calls.c.client_id),
+        )
+        .select_from(_calls.outerjoin(_clients, _clients.c.id == _calls.c.client_id))
+        .where(
+            _calls.c.direction == "inbound",
+            # Ended, never answered: a leg another phone took is taken_elsewhere instead.
+            _calls.c.status == CallStatus.ENDED.value,
+            _calls.c.answered_at.is_(None),
+            _calls.c.started_at > now - MISSED_CALL_WINDOW,
+            ~returned,
+            ~dismissed,
+        )
+        .group_by(_calls.c.number)
+        .order_by(first_at, _calls.c.number)
+        .limit(max(1, min(limit, MAX_MISSED)))
+    )
+    scope = _scope(viewer, tier)
+    if scope is not None:
+        query = query.where(scope)
+    if number is not None:
+        query = query.where(_calls.c.number == number)
+    rows = (await session.exec(query)).all()
+    ids = {row[4] for row in rows if row[4] is not None}
+    clients: dict[int, Client] = {}
+    if ids:
+        found = await session.exec(select(Client).where(col(Client.id).in_(ids)))
+        clients = {c.id: c for c in found.all() if c.id is not None}
+    return [
+        MissedCall(
+            number=num,
+            client=summary(clients[cid]) if cid in clients else None,
+            first_at=first,
+            last_at=last,
+            times=times,
+        )
+        for num, first, last, times, cid in rows
+    ]
+
+
+async def dismiss(session: AsyncSession, viewer: User, number: str, now: datetime) -> MissedCall:
+    """ "No call back needed" for ``number``'s missed calls up to ``now``. Only a number on
+    ``viewer``'s own list: anything else is NotFound (an operator learns nothing of another
+    tier's callers by trying numbers)."""
+    listed = await missed_calls(session, viewer=viewer, now=now, number=number, limit=1)
+    if not listed:
+        raise NotFound(f"no missed call from {number} to call back")
+    assert viewer.id is not None
+    session.add(MissedCallDismissal(number=number, at=now, user_id=viewer.id))
+    await session.commit()
+    return listed[0]
