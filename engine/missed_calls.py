@@ -24,6 +24,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from engine.clients import summary
 from engine.errors import NotFound
 from engine.models import Call, CallStatus, Client, MissedCallDismissal, Role, User
+from engine.phones import written
 
 MISSED_CALL_WINDOW = timedelta(days=7)
 MAX_MISSED = 200
@@ -45,6 +46,7 @@ class MissedCall:
     def to_json(self) -> dict[str, object]:
         return {
             "number": self.number,
+            "written": written(self.number),
             "client": self.client,
             "first_at": self.first_at.isoformat(),
             "last_at": self.last_at.isoformat(),

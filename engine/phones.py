@@ -146,3 +146,15 @@ def region_of(e164: str) -> str | None:
     if not region or region in _NON_REGIONS:
         return None
     return region
+
+
+def written(number: str) -> str:
+    """A stored number as people write it ("+7 916 555-07-07"); anything that is not E.164
+    (a PBX's internal number, a withheld caller) as it is."""
+    if not looks_e164(number):
+        return number
+    try:
+        parsed = phonenumbers.parse(number, None)
+    except phonenumbers.NumberParseException:
+        return number
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.INTERNATIONAL)

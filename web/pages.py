@@ -66,7 +66,9 @@ JS_STRINGS = (
     "Recording…", "Something went wrong", "Sign in again", "Close", "Add note", "Note added.",
     "Record another outcome", "Not set: {name}", "client time, {tz}: now {time}",
     "your own time: this browser does not know {tz}", "Missed call",
-    "A colleague answered this call.", "missed", "No answer",
+    "A colleague answered this call.", "missed", "No answer", "Missed calls",
+    "missed {time}", "{n} missed calls, the last {time}", "Call back",
+    "No call back needed", "Unknown caller",
 )  # fmt: skip
 
 

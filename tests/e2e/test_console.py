@@ -494,3 +494,49 @@ async def test_an_open_card_turns_overdue_when_the_call_is_late(page: Any, serve
     await expect(card.get_by_test_id("client-name")).to_have_text("Lena Late")
     await expect(card.get_by_test_id("next-followup").locator(".fu-overdue")).to_be_visible()
     no_script_errors(page)
+
+
+async def test_missed_calls_wait_in_the_queue_for_a_call_back(page: Any, server: Server) -> None:
+    await open_console(page, server, "cold5")
+    missed = page.get_by_test_id("missed")
+
+    # An unknown caller nobody answered: listed for a call back, until dismissed.
+    stranger = "+7 916 555-06-06"
+    call_id = new_call_id()
+    await server.call_event("ringing", call_id, stranger, "205")
+    await expect(page.get_by_test_id("new-lead")).to_be_visible()
+    await server.call_event("hangup", call_id, stranger, "205")
+    await expect(page.get_by_test_id("call-state")).to_have_text("Missed call")
+    unknown = missed.locator('li[data-number="+79165550606"]')
+    await expect(unknown).to_contain_text("Unknown caller")
+    await expect(unknown.locator(".q-name")).to_have_text("+7 916 555-06-06")
+    await expect(unknown).to_contain_text("missed")
+    await expect(unknown.locator(".q-call")).to_have_text("New lead")
+
+    # A client who called twice, nobody answering: one line, "2 missed calls".
+    boris = "+7 916 555-01-02"
+    for _ in range(2):
+        call_id = new_call_id()
+        await server.call_event("ringing", call_id, boris, "205")
+        await server.call_event("hangup", call_id, boris, "205")
+    known = missed.locator('li[data-number="+79165550102"]')
+    await expect(known).to_contain_text("Boris Busy")
+    await expect(known).to_contain_text("2 missed calls")
+    await page.screenshot(path=screenshot_path("console-missed-calls.png"))
+
+    # Still there after a reload: the list is the server's, not the page's.
+    await page.reload()
+    await page.wait_for_selector("body[data-ws=open]")
+    await expect(known).to_be_visible()
+
+    await unknown.get_by_role("button", name="No call back needed").click()
+    await expect(unknown).to_have_count(0)
+
+    # "Call back" opens the card and dials the number that called; the line goes.
+    await known.get_by_role("button", name="Call back Boris Busy").click()
+    card = page.get_by_test_id("card")
+    await expect(card.get_by_test_id("client-name")).to_have_text("Boris Busy")
+    banner = page.get_by_test_id("call-banner")
+    await expect(banner).to_contain_text("Outgoing call")
+    await expect(known).to_have_count(0)
+    no_script_errors(page)

@@ -86,6 +86,7 @@ async def test_a_missed_call_waits_for_a_call_back(
 
     [entry] = await missed(browser)
     assert entry["number"] == IVAN_E164
+    assert entry["written"] == "+7 916 123-45-67"
     assert entry["client"] == {
         "id": ivan.id, "name": "Ivan Petrov", "company": "", "tier": "cold", "state": "new",
     }  # fmt: skip

@@ -15,6 +15,7 @@
 
   const S = {
     queue: [],
+    missed: [],
     calls: new Map(), // call_id -> {pop, state, outbound, number, duration_s, long_call}
     view: null, // {kind: "card"|"restricted"|"chooser"|"lead"|"message", callId, card}
     ws: null,
@@ -41,7 +42,9 @@
     try {
       const data = await T.api("GET", "/api/queue");
       S.queue = (data && data.items) || [];
+      S.missed = (data && data.missed) || [];
       renderQueue();
+      renderMissed();
     } catch (err) {
       T.showError(err);
     }
@@ -80,6 +83,57 @@
           onclick: function () { callClient(c.id); },
         }, t("Call"))));
     });
+  }
+
+  /* Inbound calls nobody answered and nobody has returned yet (engine/missed_calls.py). A call
+     back, answered or not, takes one off the list; so does "No call back needed". */
+  function renderMissed() {
+    const list = T.clear($("missed-list"));
+    $("missed").hidden = S.missed.length === 0;
+    S.missed.forEach(function (item) {
+      const c = item.client;
+      const number = item.written || item.number;
+      const label = c ? (c.name || "#" + c.id) : number;
+      const time = T.formatTime(item.last_at);
+      const when = item.times > 1 ? t("{n} missed calls, the last {time}", { n: item.times, time: time })
+        : t("missed {time}", { time: time });
+      list.appendChild(el("li", { class: "q-item is-missed", dataset: { number: item.number } },
+        el("button", {
+          type: "button", class: "q-open", title: c ? t("Open client") : t("New lead"),
+          onclick: function () { if (c) openClient(c.id); else showNewLead({ number: item.number }, null); },
+        },
+          el("span", { class: "q-name" }, label),
+          c ? el("span", { class: "q-company" }, c.company ? c.company + " · " + number : number)
+            : el("span", { class: "q-company" }, t("Unknown caller")),
+          el("span", { class: "q-when" }, when)),
+        c ? el("button", {
+          type: "button", class: "q-call", "aria-label": t("Call back") + " " + label,
+          onclick: function () { callBack(c.id, item.number); },
+        }, t("Call back")) : el("button", {
+          type: "button", class: "q-call", "aria-label": t("New lead") + " " + label,
+          onclick: function () { showNewLead({ number: item.number }, null); },
+        }, t("New lead")),
+        el("button", {
+          type: "button", class: "q-dismiss", title: t("No call back needed"),
+          "aria-label": t("No call back needed") + ": " + label,
+          onclick: function () { dismissMissed(item.number); },
+        }, "×")));
+    });
+  }
+
+  async function callBack(clientId, number) {
+    const card = await openClient(clientId);
+    if (card) await dial(card, number);
+    refreshQueueSoon();
+  }
+
+  async function dismissMissed(number) {
+    try {
+      await T.api("POST", "/api/calls/missed/dismiss", { number: number });
+    } catch (err) {
+      T.showError(err);
+    }
+    refreshQueue();
   }
 
   function moveQueueFocus(delta) {
@@ -699,6 +753,7 @@
     }
     call.state = msg.state;
     call.missed = msg.reason === "not_answered";
+    if (call.missed && !call.outbound) refreshQueueSoon(); // a call to call back
     if (msg.duration_s !== undefined && msg.duration_s !== null) call.duration_s = msg.duration_s;
     if (msg.long_call) call.long_call = true;
     if (S.view && S.view.callId === msg.call_id) {
