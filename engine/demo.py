@@ -17,11 +17,12 @@ from engine.calendar import CallingPolicy, last_window
 from engine.clients import NewClient, create_client
 from engine.definitions import current_version
 from engine.followups.planner import client_timezone
-from engine.models import Client, ClientPhone, FollowUp, FollowUpStatus, User
+from engine.models import Call, CallStatus, Client, ClientPhone, FollowUp, FollowUpStatus, User
 from engine.runtime import EventRequest
 from engine.service import Tierline
 from engine.users import NewUser, create_user
 
+UNKNOWN_CALLER = "+79035550199"  # rang cold1 before the demo began: a missed call to return
 STAFF = [
     ("admin", "admin", None, None, "Anna Admin"),
     ("supervisor", "supervisor", None, None, "Sergei Supervisor"),
@@ -196,6 +197,7 @@ async def seed_demo(
             due = _calling_time_before(now, rng.randrange(1, 300), tz, tl.policy)
             await session.exec(update(FollowUp).where(col(FollowUp.id) == fid).values(due_at=due))
     await _demo_day(tl, staff, rng)
+    await _missed_calls(tl, staff["cold1"], rng)
     return DemoResult(created=True, password=password, clients=count)
 
 
@@ -215,6 +217,38 @@ async def _demo_day(tl: Tierline, staff: dict[str, User], rng: random.Random) ->
                     await tl.apply(EventRequest(client_id=cid, event=event, actor=staff[who]))
                 except Exception:  # a guard may refuse (no e-mail): the demo does without
                     continue
+
+
+async def _missed_calls(tl: Tierline, operator: User, rng: random.Random) -> None:
+    """Two calls nobody answered this morning at cold1's phone, to call back: a cold client
+    and an unknown caller (as the call log writes them: one leg each, ended unanswered)."""
+    now = tl.clock.now()
+    async with tl.db.transaction() as session:
+        found = await session.exec(
+            select(Client.id, ClientPhone.e164)
+            .join(ClientPhone, col(ClientPhone.client_id) == col(Client.id))
+            .where(col(Client.tier) == "cold")
+            .order_by(col(Client.id))
+        )
+        client_id, e164 = rng.choice(list(found)[:50])
+        for n, (cid, number, minutes) in enumerate(
+            [(client_id, e164, 40), (None, UNKNOWN_CALLER, 15)], start=1
+        ):
+            started = now - timedelta(minutes=minutes)
+            session.add(
+                Call(
+                    pbx_call_id=f"demo-missed-{n}",
+                    direction="inbound",
+                    extension=operator.extension or "",
+                    operator_id=operator.id,
+                    client_id=cid,
+                    number=number,
+                    status=CallStatus.ENDED,
+                    started_at=started,
+                    ended_at=started + timedelta(seconds=25),
+                    duration_s=0,
+                )
+            )
 
 
 def _calling_time_before(now: datetime, minutes: int, tz: str, policy: CallingPolicy) -> datetime:

@@ -14,6 +14,7 @@ from engine.phones import (
     timezone_for,
     timezones_for,
     try_normalize,
+    written,
 )
 
 
@@ -202,3 +203,17 @@ def test_lookups_refuse_anything_but_e164(bad: str) -> None:
 )
 def test_looks_e164_is_the_written_shape_in_ascii(text: str, shaped: bool) -> None:
     assert looks_e164(text) is shaped
+
+
+@pytest.mark.parametrize(
+    ("stored", "shown"),
+    [
+        ("+79161234567", "+7 916 123-45-67"),
+        ("+442071234567", "+44 20 7123 4567"),
+        ("100", "100"),  # a PBX's internal number stays as it came
+        ("+1", "+1"),  # E.164-looking, no number at all
+        ("anonymous", "anonymous"),
+    ],
+)
+def test_written_shows_a_stored_number_as_people_write_it(stored: str, shown: str) -> None:
+    assert written(stored) == shown
