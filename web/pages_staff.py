@@ -53,7 +53,8 @@ STAFF_STRINGS = (
     "Behind the norm", "Nobody needs attention.", "overdue", "escalated",
     "escalation level {n}", "Client", "Due", "Reason", "Owner", "unowned", "now",
     "No operators.", "Norms saved.", "No hand-overs today yet.", "Updated {time}",
-    "Slice", "Something went wrong", "Offline — reconnecting…",
+    "Slice", "Something went wrong", "Offline — reconnecting…", "Unknown caller",
+    "missed {time}", "{n} missed calls since {time}",
     # admin
     "Line", "Problems", "No problems.", "Validating…", "Unchanged since version {n}.",
     "Clients in removed states: map each to a state of the new version.",

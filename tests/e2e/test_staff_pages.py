@@ -313,3 +313,29 @@ async def test_dashboard_times_are_24_hour_in_a_12_hour_locale(
         )
     finally:
         await context.close()
+
+
+async def test_supervisor_sees_missed_calls_until_they_are_returned(
+    page: Any, server: Server
+) -> None:
+    await sign_in(page, server, "boss")
+    await page.wait_for_url("**/supervisor")
+    stranger = "+7 916 555-04-04"
+    # Rang the reception's phone (299: nobody signs in on it, so no operator's status changes
+    # for the other tests) twice, nobody answered.
+    for _ in range(2):
+        call_id = new_call_id()
+        await server.call_event("ringing", call_id, stranger, "299")
+        await server.call_event("hangup", call_id, stranger, "299")
+    line = page.get_by_test_id("missed").locator('li[data-number="+79165550404"]')
+    await expect(line).to_contain_text("+7 916 555-04-04", timeout=LIVE_WAIT)
+    await expect(line).to_contain_text("Unknown caller")
+    await expect(line).to_contain_text("2 missed calls since")
+
+    # The caller's next call is answered: returned, off the list.
+    call_id = new_call_id()
+    await server.call_event("ringing", call_id, stranger, "299")
+    await server.call_event("answered", call_id, stranger, "299")
+    await server.call_event("hangup", call_id, stranger, "299")
+    await expect(line).to_have_count(0, timeout=LIVE_WAIT)
+    no_script_errors(page)

@@ -152,6 +152,13 @@ async def test_who_sees_which_missed_call(
     browser = await browser_of(aiohttp_client, web_client.server, "sasha")
     [entry] = await missed(browser)
     assert entry["client"]["id"] == buyer.id and entry["client"]["id"] != ivan.id
+    # The supervisor's dashboard lists them all; an operator may not read it.
+    boss = await browser_of(aiohttp_client, web_client.server, "boss")
+    live = await (await boss.get("/api/supervisor/live")).json()
+    assert [(e["number"], e["times"]) for e in live["missed"]] == [
+        (IVAN_E164, 1), ("+79167770011", 1), ("+79035550102", 1),
+    ]  # fmt: skip
+    assert (await browser.get("/api/supervisor/live")).status == 403
 
 
 async def test_dismissing_a_missed_call(web_client, aiohttp_client, tl, clock, olga) -> None:

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from engine import presence, runtime_settings
 from engine.errors import InvalidInput, NotFound
+from engine.missed_calls import missed_calls
 from engine.models import AuditEntry, Role, User
 from engine.users import public_user
 from web.api.session import read_json
@@ -16,12 +17,13 @@ from web.keys import TIERLINE
 from web.middleware import current_user
 
 routes = web.RouteTableDef()
+LIVE_MISSED = 50  # the longest-waiting missed calls the dashboard lists
 NORMS = ("calls", "long_calls", "presentations", "invoices", "payments")
 
 
 @routes.get("/api/supervisor/live")
 async def live(request: web.Request) -> web.Response:
-    current_user(request, Role.SUPERVISOR, Role.ADMIN)
+    user = current_user(request, Role.SUPERVISOR, Role.ADMIN)
     tl = request.app[TIERLINE]
     now = tl.clock.now()
     tz = ZoneInfo(tl.settings.timezone)
@@ -30,12 +32,14 @@ async def live(request: web.Request) -> web.Response:
         statuses = await presence.operator_statuses(session, now)
         attention = await presence.attention_followups(session, now)
         funnel = await presence.day_funnel(session, day_start, day_start + timedelta(days=1))
+        missed = await missed_calls(session, viewer=user, now=now, limit=LIVE_MISSED)
     return web.json_response(
         {
             "now": now.isoformat(),
             "operators": [s.to_json() for s in statuses],
             "attention": attention,
             "funnel": funnel,
+            "missed": [call.to_json() for call in missed],
         }
     )
 

@@ -181,6 +181,7 @@ window.TierlineSupervisor = (function () {
     }
     applyLive();
     await renderAttention();
+    renderMissed();
     renderFunnel();
   }
 
@@ -230,6 +231,26 @@ window.TierlineSupervisor = (function () {
         el("span", { class: "att-owner muted" }, t("Owner") + ": " +
           (item.owner_id ? (names[item.owner_id] || "#" + item.owner_id) : t("unowned"))),
         item.reason ? el("span", { class: "att-reason muted" }, item.reason) : null));
+    });
+  }
+
+  /* Missed calls nobody has returned yet, the longest waiting first (engine/missed_calls.py). */
+  function renderMissed() {
+    const items = live.missed || [];
+    const list = clear($("missed"));
+    $("missed-empty").hidden = items.length > 0;
+    items.forEach(function (item) {
+      const c = item.client;
+      const number = item.written || item.number;
+      const since = T.formatTime(item.first_at);
+      list.appendChild(el("li", { class: "attention-item", "data-number": item.number },
+        el("span", { class: "att-name" }, c ? c.name : number),
+        c ? el("span", { class: "badge tier-badge tier-" + c.tier }, t(c.tier))
+          : el("span", { class: "muted" }, t("Unknown caller")),
+        el("span", { class: "att-due" }, item.times > 1
+          ? t("{n} missed calls since {time}", { n: item.times, time: since })
+          : t("missed {time}", { time: since })),
+        c ? el("span", { class: "att-owner muted" }, number) : null));
     });
   }
 
