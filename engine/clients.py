@@ -96,10 +96,12 @@ def find_by_phone_sync(session: Session, e164: str, limit: int = 10) -> list[Cli
 # running it costs neither statement construction nor ORM entity loading (measured: those
 # were most of a pop's CPU).
 _clients, _phones = Client.__table__, ClientPhone.__table__  # type: ignore[attr-defined]
-# What a pop shows of each client a number matches.
-_SUMMARY = (_clients.c.id, _clients.c.name, _clients.c.company, _clients.c.tier, _clients.c.state)
+# What a pop shows of each client a number matches, or a missed call of its client (summary).
+SUMMARY_COLUMNS = (
+    _clients.c.id, _clients.c.name, _clients.c.company, _clients.c.tier, _clients.c.state,
+)  # fmt: skip
 _MATCHES = HotQuery(
-    sa.select(*_SUMMARY)
+    sa.select(*SUMMARY_COLUMNS)
     .select_from(_clients.join(_phones, _phones.c.client_id == _clients.c.id))
     .where(_phones.c.e164 == sa.bindparam("e164"))
     .order_by(_clients.c.id)
@@ -120,7 +122,7 @@ def match_rows_sync(session: OrmSession | Connection, e164: str, limit: int = 10
     return out
 
 
-_BY_ID = HotQuery(sa.select(*_SUMMARY).where(_clients.c.id == sa.bindparam("cid")))
+_BY_ID = HotQuery(sa.select(*SUMMARY_COLUMNS).where(_clients.c.id == sa.bindparam("cid")))
 
 
 def summary_row_sync(session: OrmSession | Connection, client_id: int) -> Any | None:

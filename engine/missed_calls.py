@@ -18,10 +18,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
-from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from engine.clients import summary
+from engine.clients import SUMMARY_COLUMNS, summary
 from engine.errors import NotFound
 from engine.models import Call, CallStatus, Client, MissedCallDismissal, Role, User
 from engine.phones import written
@@ -83,19 +82,21 @@ async def missed_calls(
         _dismissals.c.number == _calls.c.number, _dismissals.c.at >= _calls.c.started_at
     )
     first_at = sa.func.min(_calls.c.started_at)
-    query = (
+    grouped = (
         sa.select(
             _calls.c.number,
-            first_at,
-            sa.func.max(_calls.c.started_at),
-            sa.func.count(sa.distinct(_calls.c.pbx_call_id)),
-            sa.func.max(_calls.c.client_id),
+            first_at.label("first_at"),
+            sa.func.max(_calls.c.started_at).label("last_at"),
+            sa.func.count(sa.distinct(_calls.c.pbx_call_id)).label("times"),
+            sa.func.max(_calls.c.client_id).label("client_id"),
         )
         .select_from(_calls.outerjoin(_clients, _clients.c.id == _calls.c.client_id))
         .where(
-            _calls.c.direction == "inbound",
             # Ended, never answered: a leg another phone took is taken_elsewhere instead.
-            _calls.c.status == CallStatus.ENDED.value,
+            # Literals, as the partial index ix_calls_missed says it: SQLite uses a partial
+            # index only for a query whose own literals imply its condition.
+            _calls.c.direction == sa.literal_column("'inbound'"),
+            _calls.c.status == sa.literal_column(f"'{CallStatus.ENDED.value}'"),
             _calls.c.answered_at.is_(None),
             _calls.c.started_at > now - MISSED_CALL_WINDOW,
             ~returned,
@@ -107,24 +108,25 @@ async def missed_calls(
     )
     scope = _scope(viewer, tier)
     if scope is not None:
-        query = query.where(scope)
+        grouped = grouped.where(scope)
     if number is not None:
-        query = query.where(_calls.c.number == number)
-    rows = (await session.exec(query)).all()
-    ids = {row[4] for row in rows if row[4] is not None}
-    clients: dict[int, Client] = {}
-    if ids:
-        found = await session.exec(select(Client).where(col(Client.id).in_(ids)))
-        clients = {c.id: c for c in found.all() if c.id is not None}
+        grouped = grouped.where(_calls.c.number == number)
+    listed = grouped.subquery()
+    # Each number's client summary in the same statement: no entities to build.
+    query = (
+        sa.select(listed, *SUMMARY_COLUMNS)
+        .select_from(listed.outerjoin(_clients, _clients.c.id == listed.c.client_id))
+        .order_by(listed.c.first_at, listed.c.number)
+    )
     return [
         MissedCall(
-            number=num,
-            client=summary(clients[cid]) if cid in clients else None,
-            first_at=first,
-            last_at=last,
-            times=times,
+            number=row.number,
+            client=summary(row) if row.client_id is not None else None,
+            first_at=row.first_at,
+            last_at=row.last_at,
+            times=row.times,
         )
-        for num, first, last, times, cid in rows
+        for row in await session.exec(query)
     ]
 
 
