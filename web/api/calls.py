@@ -18,6 +18,7 @@ from engine.card import card
 from engine.errors import InvalidInput, NotFound
 from engine.missed_calls import dismiss
 from engine.models import Call, Client
+from engine.phones import try_normalize
 from web.api.session import read_json
 from web.keys import PBX, TIERLINE
 from web.middleware import current_user
@@ -60,8 +61,10 @@ async def dismiss_missed(request: web.Request) -> web.Response:
     if not isinstance(number, str) or not number.strip():
         raise InvalidInput("number must be the missed call's number", field="number")
     tl = request.app[TIERLINE]
+    # Stored as normalised ("8 916 …" and "+7 916 …" are one caller), or as the PBX sent it.
+    stored = try_normalize(number, tl.settings.default_region) or number.strip()
     async with tl.db.session() as session:
-        dismissed = await dismiss(session, user, number.strip(), tl.clock.now())
+        dismissed = await dismiss(session, user, stored, tl.clock.now())
     return web.json_response(dismissed.to_json())
 
 
