@@ -59,6 +59,14 @@ class CallLog:
             self._flusher = asyncio.create_task(self._flush())
         return await done
 
+    async def drain(self) -> None:
+        """Wait until the writes under way have committed (or failed): at shutdown, after the
+        connectors have stopped, so that what was handed to the database is written and its
+        connection is back in the pool before the database closes."""
+        while (flusher := self._flusher) is not None:
+            # ``wait``: the flusher's end, whatever it is; cancelling this leaves it running.
+            await asyncio.wait({flusher})
+
     async def _flush(self) -> None:
         """Write every queued batch in one transaction, again and again until none is left.
         If a group fails, its batches are retried alone, so one request's trouble is not the

@@ -104,6 +104,10 @@ class CtiPipeline:
         self.call_log = CallLog(tl, self.directory)
         self.pop_path = PopPath(tl, self.directory)
 
+    async def drain(self) -> None:
+        """Shutdown: wait for the call log's writes under way (``CallLog.drain``)."""
+        await self.call_log.drain()
+
     async def handle(self, events: Sequence[CallEvent]) -> Outcome:
         """Record ``events`` (committed when this returns) and push their pops and states."""
         return await self.finish(self.start(events))

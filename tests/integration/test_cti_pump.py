@@ -389,3 +389,25 @@ async def test_when_the_connector_ends_everything_read_is_recorded_and_the_pump_
     assert (await call_row(tl, "c1")).duration_s == 5
     failed = [r for r in caplog.records if "event stream failed" in r.getMessage()]
     assert len(failed) == (ending == "error")
+
+
+async def test_the_apps_shutdown_waits_for_a_write_under_way(
+    aiohttp_client, tl, ivan, pbx, pushed, writes
+) -> None:
+    """The server stops (the pump is cancelled, then the database closes): a batch already
+    handed to the database commits first, its connection back in the pool."""
+    from web.app import create_app
+
+    client = await aiohttp_client(create_app(tl, pbx=pbx, start_engine=False))
+    pbx.send(call("ringing", "c1"))
+    assert await pushed.pops(1) == ["c1"]
+    held = await writes.next()
+
+    closing = asyncio.create_task(client.close())
+    await settle()
+    assert not closing.done()  # the app's cleanup waits for the write
+    assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("cti-")]
+    held.release()
+    await asyncio.wait_for(closing, TIMEOUT)
+    assert await call_log(tl) == [("c1", "ringing")]
+    assert tl.db.engine.pool.checkedout() == 0

@@ -275,8 +275,16 @@ async def _pump_lifecycle(app: web.Application) -> AsyncIterator[None]:
             await task
 
 
+async def _pipeline_lifecycle(app: web.Application) -> AsyncIterator[None]:
+    yield
+    # Cleanups run in reverse: the pump has stopped by now. A write it (or a webhook request
+    # the server gave up on) handed to the database still commits before the database closes.
+    await app[PIPELINE].drain()
+
+
 def setup(app: web.Application) -> None:
     app[PIPELINE] = CtiPipeline(app[TIERLINE])
     app.add_routes(routes)
+    app.cleanup_ctx.append(_pipeline_lifecycle)
     app.cleanup_ctx.append(_directory_lifecycle)
     app.cleanup_ctx.append(_pump_lifecycle)
