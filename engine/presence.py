@@ -78,7 +78,14 @@ async def operator_statuses(session: AsyncSession, now: datetime) -> list[Operat
                 status, since = "ringing", call.started_at
             elif call.status == CallStatus.ANSWERED:
                 status, since = "on_call", call.answered_at
-            elif call.outcome is None and call.ended_at and now - call.ended_at < WRAP_UP:
+            elif (
+                call.outcome is None
+                and call.ended_at
+                and now - call.ended_at < WRAP_UP
+                # A ring nobody answered left the operator nothing to wrap up (an outgoing
+                # call the client did not pick up does: its "no answer" is recorded).
+                and (call.answered_at is not None or call.direction == "outbound")
+            ):
                 status, since = "wrap_up", call.ended_at
             call_id = call.pbx_call_id if status != "idle" else None
         result.append(

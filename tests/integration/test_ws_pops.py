@@ -225,6 +225,12 @@ async def test_a_ring_group_answered_by_one_closes_the_others_pops(
     assert (await next_of(pavel_ws, "screen_pop"))["call_id"] == "missed"
     missed = await next_of(pavel_ws, "call_state")
     assert (missed["call_id"], missed["reason"]) == ("missed", "not_answered")
+    # Nobody picked up: nothing for Pavel to wrap up, he is idle (the call waits in the
+    # missed calls instead).
+    live = await (await supervisor.get("/api/supervisor/live")).json()
+    status = {op["name"]: (op["status"], op["call_id"]) for op in live["operators"]}
+    assert status["Pavel"] == ("idle", None)
+    assert [m["number"] for m in live["missed"]] == ["+79161234567"]
 
     # The card lists a call once (the leg Pavel missed while Olga answered is not a call of
     # his), and a call nobody answered as such.
