@@ -102,8 +102,9 @@
           type: "button", class: "q-open", title: c ? t("Open client") : t("New lead"),
           onclick: function () { if (c) openClient(c.id); else showNewLead({ number: item.number }, null); },
         },
-          el("span", { class: "q-name" }, label),
-          c ? el("span", { class: "q-company" }, c.company ? c.company + " · " + number : number)
+          el("span", { class: c ? "q-name" : "q-name q-number" }, label),
+          c ? el("span", { class: "q-company" }, c.company ? c.company + " · " : null,
+            el("span", { class: "q-number" }, number))
             : el("span", { class: "q-company" }, t("Unknown caller")),
           el("span", { class: "q-when" }, when)),
         c ? el("button", {
