@@ -509,7 +509,7 @@ async def test_missed_calls_wait_in_the_queue_for_a_call_back(page: Any, server:
     await expect(page.get_by_test_id("call-state")).to_have_text("Missed call")
     unknown = missed.locator('li[data-number="+79165550606"]')
     await expect(unknown).to_contain_text("Unknown caller")
-    await expect(unknown.locator(".q-name")).to_have_text("+7 916 555-06-06")
+    await expect(unknown.locator(".q-number")).to_have_text("+7 916 555-06-06")
     await expect(unknown).to_contain_text("missed")
     await expect(unknown.locator(".q-call")).to_have_text("New lead")
 

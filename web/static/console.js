@@ -102,10 +102,9 @@
           type: "button", class: "q-open", title: c ? t("Open client") : t("New lead"),
           onclick: function () { if (c) openClient(c.id); else showNewLead({ number: item.number }, null); },
         },
-          el("span", { class: c ? "q-name" : "q-name q-number" }, label),
-          c ? el("span", { class: "q-company" }, c.company ? c.company + " · " : null,
-            el("span", { class: "q-number" }, number))
-            : el("span", { class: "q-company" }, t("Unknown caller")),
+          el("span", { class: "q-name" }, c ? label : t("Unknown caller")),
+          el("span", { class: "q-company" }, c && c.company ? c.company + " · " : null,
+            el("span", { class: "q-number" }, number)),
           el("span", { class: "q-when" }, when)),
         c ? el("button", {
           type: "button", class: "q-call", "aria-label": t("Call back") + " " + label,
