@@ -5,33 +5,17 @@ Calls come in through the signed webhook, as from a PBX; SQLite and PostgreSQL.
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 
 import pytest
 from sqlmodel import select
 
-from cti_adapter.webhook import SIGNATURE_HEADER, sign
 from engine.models import MissedCallDismissal
 from tests.conftest import sign_in
-from tests.integration.helpers import make_client, make_user
+from tests.integration.helpers import IVAN, ev, make_client, make_user, pbx
 
-SECRET = "test-pbx-secret"
-IVAN = "+7 916 123-45-67"
 IVAN_E164 = "+79161234567"
 STRANGER = "+7 903 555-01-02"
-
-
-async def pbx(client, *events: dict) -> None:
-    body = json.dumps(list(events)).encode()
-    resp = await client.post(
-        "/cti/events", data=body, headers={SIGNATURE_HEADER: sign(SECRET, body)}
-    )
-    assert resp.status == 202, await resp.text()
-
-
-def ev(kind: str, call_id: str, ext: str = "101", number: str = IVAN) -> dict:
-    return {"event": kind, "call_id": call_id, "from": number, "to": "7000", "extension": ext}
 
 
 async def missed_call(web_client, call_id: str, *exts: str, number: str = IVAN) -> None:

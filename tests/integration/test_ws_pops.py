@@ -17,29 +17,13 @@ from aiohttp import WSMsgType
 
 from cti_adapter.directory import Operator
 from cti_adapter.pops import unaddressed
-from cti_adapter.webhook import SIGNATURE_HEADER, sign
 from engine.models import Call
 from tests.conftest import sign_in
-from tests.integration.helpers import make_client, make_user
+from tests.integration.helpers import IVAN, ev, make_client, make_user, pbx
 from web.api.cti import PIPELINE
 from web.app import create_app
 from web.hub import Hub
 from web.ws import HUB
-
-SECRET = "test-pbx-secret"
-IVAN = "+7 916 123-45-67"
-
-
-async def pbx(client, *events: dict) -> None:
-    body = json.dumps(list(events)).encode()
-    resp = await client.post(
-        "/cti/events", data=body, headers={SIGNATURE_HEADER: sign(SECRET, body)}
-    )
-    assert resp.status == 202, await resp.text()
-
-
-def ev(kind: str, call_id: str, ext: str = "101", number: str = IVAN) -> dict:
-    return {"event": kind, "call_id": call_id, "from": number, "to": "7000", "extension": ext}
 
 
 async def connect(aiohttp_client, server, username: str):
