@@ -26,7 +26,7 @@ from engine.models import Call, CallStatus, Client, MissedCallDismissal, Role, U
 from engine.phones import written
 
 MISSED_CALL_WINDOW = timedelta(days=7)
-MAX_MISSED = 200
+MAX_MISSED = 50  # the longest waiting a list shows: a screenful and more
 
 _calls = Call.__table__  # type: ignore[attr-defined]
 _later = _calls.alias("later")

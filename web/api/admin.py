@@ -17,7 +17,6 @@ from web.keys import TIERLINE
 from web.middleware import current_user
 
 routes = web.RouteTableDef()
-LIVE_MISSED = 50  # the longest-waiting missed calls the dashboard lists
 NORMS = ("calls", "long_calls", "presentations", "invoices", "payments")
 
 
@@ -32,7 +31,7 @@ async def live(request: web.Request) -> web.Response:
         statuses = await presence.operator_statuses(session, now)
         attention = await presence.attention_followups(session, now)
         funnel = await presence.day_funnel(session, day_start, day_start + timedelta(days=1))
-        missed = await missed_calls(session, viewer=user, now=now, limit=LIVE_MISSED)
+        missed = await missed_calls(session, viewer=user, now=now)
     return web.json_response(
         {
             "now": now.isoformat(),

@@ -19,7 +19,6 @@ from web.keys import TIERLINE
 from web.middleware import current_user
 
 routes = web.RouteTableDef()
-MISSED_IN_QUEUE = 50  # the longest-waiting missed calls a queue lists: a screenful and more
 
 
 @routes.get("/api/queue")
@@ -59,9 +58,7 @@ async def get_queue(request: web.Request) -> web.Response:
             items = await due_queue(
                 db, now=now, default_tz=tl.settings.timezone, tier=tier, limit=limit
             )
-        missed = await missed_calls(
-            db, viewer=user, now=now, tier=tier, limit=min(limit, MISSED_IN_QUEUE)
-        )
+        missed = await missed_calls(db, viewer=user, now=now, tier=tier)
     return web.json_response(
         {
             "items": [item.to_json() for item in items],
