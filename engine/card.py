@@ -56,6 +56,7 @@ _clients, _phones = Client.__table__, ClientPhone.__table__  # type: ignore[attr
 _users, _followups = User.__table__, FollowUp.__table__  # type: ignore[attr-defined]
 _calls, _history = Call.__table__, TransitionRecord.__table__  # type: ignore[attr-defined]
 _notes = ClientNote.__table__  # type: ignore[attr-defined]
+_other_legs = _calls.alias("other_legs")
 _CID: sa.BindParameter[int] = sa.bindparam("cid")
 
 # The client, its owner's name and its one pending follow-up (a unique index says one).
@@ -81,6 +82,17 @@ _HEAD_ROW = sa.select(
     )
 )
 _HEAD = _HEAD_ROW.where(_clients.c.id == _CID)
+
+
+def _listed_before(other: Any, leg: Any) -> sa.ColumnElement[bool]:
+    """Whether ``other`` stands for the call rather than ``leg``: answered before unanswered,
+    then the first written."""
+    answered, unanswered = other.c.answered_at.is_not(None), other.c.answered_at.is_(None)
+    return sa.or_(
+        sa.and_(answered, leg.c.answered_at.is_(None)),
+        sa.and_(answered, leg.c.answered_at.is_not(None), other.c.id < leg.c.id),
+        sa.and_(unanswered, leg.c.answered_at.is_(None), other.c.id < leg.c.id),
+    )
 
 
 class _List:
@@ -124,8 +136,18 @@ _CALLS = _List(
             _calls.c.answered_at,
             _calls.c.status,
         )
-        # One line a call: a ring group's legs that others answered are not listed.
-        .where(_calls.c.client_id == cid, _calls.c.status != CallStatus.TAKEN_ELSEWHERE.value)
+        # One line a call: a ring group's legs that others answered are not listed, and of
+        # a call ringing (or rung) at several phones, only its answered leg, else its first.
+        .where(
+            _calls.c.client_id == cid,
+            _calls.c.status != CallStatus.TAKEN_ELSEWHERE.value,
+            ~sa.exists().where(
+                _other_legs.c.pbx_call_id == _calls.c.pbx_call_id,
+                _other_legs.c.id != _calls.c.id,
+                _other_legs.c.status != CallStatus.TAKEN_ELSEWHERE.value,
+                _listed_before(_other_legs, _calls),
+            ),
+        )
         .order_by(_calls.c.started_at.desc())
         .limit(5)
     ),

@@ -186,8 +186,9 @@ async def test_a_ring_group_answered_by_one_closes_the_others_pops(
     await pbx(web_client, ev("ringing", "group", ext="101"), ev("ringing", "group", ext="102"))
     assert (await next_of(pavel_ws, "screen_pop"))["call_id"] == "group"
     ringing = await (await olga_browser.get(f"/api/clients/{ivan.id}")).json()
-    # Ringing, not missed: the console says "missed" only of an ended, unanswered call.
-    assert [(c["answered"], c["status"]) for c in ringing["calls"]] == [(False, "ringing")] * 2
+    # Ringing, not missed: the console says "missed" only of an ended, unanswered call. One
+    # line for the call, however many phones it rings.
+    assert [(c["answered"], c["status"]) for c in ringing["calls"]] == [(False, "ringing")]
     # As a PBX reports a ring group: each leg's own events, one request each.
     await pbx(web_client, ev("answered", "group", ext="101"))
     await pbx(web_client, ev("hangup", "group", ext="102"))
@@ -223,6 +224,37 @@ async def test_a_ring_group_answered_by_one_closes_the_others_pops(
         ("inbound", False, "ended"),  # "missed"
         ("inbound", True, "ended"),  # "group", Olga's leg
     ]
+
+
+async def test_the_card_lists_a_call_once_however_many_phones_it_rang(
+    web_client, aiohttp_client, tl, clock, olga
+) -> None:
+    await make_user(tl, "pavel", tier="cold", extension="102")
+    ivan = await make_client(tl, "Ivan Petrov", IVAN)
+    browser, ws, _ = await connect(aiohttp_client, web_client.server, "olga")
+
+    async def lines() -> list[tuple[bool, str]]:
+        card = await (await browser.get(f"/api/clients/{ivan.id}")).json()
+        return [(c["answered"], c["status"]) for c in card["calls"]]
+
+    await pbx(web_client, ev("ringing", "g", "101"), ev("ringing", "g", "102"))
+    await pbx(web_client, ev("answered", "g", "102"))  # olga's phone still rings
+    assert await lines() == [(True, "answered")]  # the answered leg stands for the call
+    await pbx(web_client, ev("hangup", "g", "101"), ev("hangup", "g", "102"))
+    assert await lines() == [(True, "ended")]
+    # Rang both, nobody answered: one missed call, not two.
+    await clock.advance(timedelta(minutes=1))
+    await pbx(web_client, ev("ringing", "m", "101"), ev("ringing", "m", "102"))
+    await pbx(web_client, ev("hangup", "m", "101"), ev("hangup", "m", "102"))
+    assert await lines() == [(False, "ended"), (True, "ended")]
+    # The pop's card (read in one statement on SQLite) says the same.
+    await clock.advance(timedelta(minutes=1))
+    await pbx(web_client, ev("ringing", "next", "101"))
+    pop = await next_of(ws, "screen_pop", "call_state")
+    while (pop["type"], pop["call_id"]) != ("screen_pop", "next"):  # the earlier calls' news
+        pop = await next_of(ws, "screen_pop", "call_state")
+    calls = [(c["answered"], c["status"]) for c in pop["client"]["calls"]]
+    assert calls == [(False, "ended"), (True, "ended")]  # read before this call is written
 
 
 async def test_a_leg_reported_over_before_the_answer_still_closes(
