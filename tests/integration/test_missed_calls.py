@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 from sqlmodel import select
 
-from engine.models import MissedCallDismissal
+from engine.models import Call, MissedCallDismissal
 from tests.conftest import sign_in
 from tests.integration.helpers import IVAN, ev, make_client, make_user, pbx
 
@@ -189,3 +189,37 @@ async def test_missed_calls_older_than_a_week_are_not_listed(
     assert len(await missed(browser)) == 1
     await clock.advance(timedelta(hours=2))
     assert await missed(browser) == []
+
+
+async def test_a_stranger_made_a_lead_is_a_clients_missed_call(
+    web_client, aiohttp_client, tl, clock, olga, pavel
+) -> None:
+    """From the missed calls, "New lead": the lead's missed calls (and its other calls that
+    rang this operator) become the lead's, so the list names it and its card lists them."""
+    await missed_call(web_client, "m1", number=STRANGER)
+    await missed_call(web_client, "m2", "102", number=STRANGER)  # rang pavel, not olga
+    browser = await browser_of(aiohttp_client, web_client.server, "olga")
+    [entry] = await missed(browser)
+    assert entry["client"] is None
+
+    resp = await browser.post(
+        "/api/clients",
+        json={"name": "Nina New", "phones": ["8 903 555-01-02"]},
+        headers={"X-CSRF-Token": browser.csrf, "Origin": "http://x"},
+    )
+    assert resp.status == 201, await resp.text()
+    lead = await resp.json()
+    [entry] = await missed(browser)
+    assert (entry["client"]["id"], entry["client"]["name"], entry["times"]) == (
+        lead["id"], "Nina New", 1,
+    )  # fmt: skip
+    # Pavel, of the lead's tier, sees both calls now: the one it rang him and the lead's.
+    other = await browser_of(aiohttp_client, web_client.server, "pavel")
+    [entry] = await missed(other)
+    assert (entry["client"]["name"], entry["times"]) == ("Nina New", 2)
+    card = await (await browser.get(f"/api/clients/{lead['id']}")).json()
+    assert [(c["direction"], c["answered"]) for c in card["calls"]] == [("inbound", False)]
+    # Pavel's leg stays his to link: only olga's calls became the lead's.
+    async with tl.db.session() as s:
+        linked = (await s.exec(select(Call.extension).where(Call.client_id == lead["id"]))).all()
+    assert linked == ["101"]

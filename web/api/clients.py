@@ -22,6 +22,7 @@ from engine.clients import NewClient, summary
 from engine.definitions import current_version
 from engine.errors import InvalidInput, NotFound
 from engine.explain import explain_next_call
+from engine.missed_calls import MISSED_CALL_WINDOW
 from engine.models import Call, Client, ClientNote, ClientPhone, Role, User
 from engine.service import Tierline
 from web.api.session import read_json
@@ -211,17 +212,23 @@ async def create_lead(request: web.Request) -> web.Response:
     mine = user.role == Role.OPERATOR and user.tier == defn.tier_of(defn.initial)
     new = replace(new, owner_id=user.id if mine else None, source="pop" if call_id else "manual")
     client = await tl.add_client(new, actor=user)  # always the initial state
-    if call_id:
-        async with tl.db.transaction() as db:
-            await db.exec(
-                update(Call)
-                .where(
-                    col(Call.pbx_call_id) == call_id,
-                    col(Call.client_id).is_(None),
-                    calls_of(user),
-                )
-                .values(client_id=client.id)
+    async with tl.db.transaction() as db:
+        # The call it came from, and the lead's numbers' calls of the missed-call window that
+        # rang this operator as an unknown caller's: they are the lead's calls (its card lists
+        # them; its missed calls are called back as a client's, not a stranger's).
+        numbers = select(ClientPhone.e164).where(col(ClientPhone.client_id) == client.id)
+        theirs = col(Call.number).in_(numbers) & (
+            col(Call.started_at) > tl.clock.now() - MISSED_CALL_WINDOW
+        )
+        await db.exec(
+            update(Call)
+            .where(
+                (col(Call.pbx_call_id) == call_id) | theirs if call_id else theirs,
+                col(Call.client_id).is_(None),
+                calls_of(user),
             )
+            .values(client_id=client.id)
+        )
     return web.json_response(await card_json(tl, client.id), status=201)  # type: ignore[arg-type]
 
 
