@@ -148,6 +148,8 @@ def region_of(e164: str) -> str | None:
     return region
 
 
+# Every queue request writes its missed calls' numbers out: the same few, again and again.
+@lru_cache(maxsize=4096)
 def written(number: str) -> str:
     """A stored number as people write it ("+7 916 555-07-07"); anything that is not E.164
     (a PBX's internal number, a withheld caller) as it is."""

@@ -8,8 +8,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 from sqlmodel import select
 
+from engine.missed_calls import statement as missed_statement
 from engine.models import Call, MissedCallDismissal
 from tests.conftest import sign_in
 from tests.integration.helpers import IVAN, ev, make_client, make_user, pbx
@@ -223,3 +225,19 @@ async def test_a_stranger_made_a_lead_is_a_clients_missed_call(
     async with tl.db.session() as s:
         linked = (await s.exec(select(Call.extension).where(Call.client_id == lead["id"]))).all()
     assert linked == ["101"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_the_list_reads_only_the_weeks_missed_calls(tl, clock, olga) -> None:
+    """The partial index's condition is written twice (the model, the query's literals):
+    if they drift apart SQLite silently reads every call of the week instead."""
+    stmt = missed_statement(olga, clock.now())
+    compiled = stmt.compile(dialect=sqlite_dialect(), compile_kwargs={"literal_binds": True})
+
+    def plan(conn) -> str:  # type: ignore[no-untyped-def]
+        rows = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}").all()
+        return " | ".join(str(row[-1]) for row in rows)
+
+    async with tl.db.engine.connect() as conn:
+        detail = await conn.run_sync(plan)
+    assert "ix_calls_missed" in detail, detail
