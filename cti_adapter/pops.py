@@ -132,10 +132,20 @@ def screen_pop_sync(
         "type": "screen_pop",
         "call_id": call_id,
         "number": found.number,
+        "written": as_written(found, client),
         "client": client,
         "matches": matches,
         "sent_at": iso(sent_at or datetime.now(UTC)),
     }
+
+
+def as_written(found: Lookup, card: dict[str, Any] | None) -> str:
+    """The caller's number as the operator reads it: as the card writes it when the card has
+    it, else formatted for people ("+7 916 123-45-67"; only a pop with no card pays for it)."""
+    for phone in (card or {}).get("phones", ()):
+        if phone["e164"] == found.e164 and phone["raw"]:
+            return str(phone["raw"])
+    return phones.written(found.number)
 
 
 def call_state(call: Call | Any, state: str) -> dict[str, object]:

@@ -60,6 +60,7 @@ USERS = [
     ("cold5", "operator", "cold", "205"),
     ("cold6", "operator", "cold", "206"),  # cold6 and cold7: a ring group
     ("cold7", "operator", "cold", "207"),
+    ("cold8", "operator", "cold", "208"),
     ("sales1", "operator", "sales", "301"),
     ("boss", "supervisor", None, None),
 ]

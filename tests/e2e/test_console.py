@@ -122,7 +122,7 @@ async def test_unknown_caller_becomes_a_lead_from_the_pop(page: Any, server: Ser
 
     form = page.get_by_test_id("new-lead")
     await expect(form).to_be_visible()
-    await expect(form.locator("#lead-phone")).to_have_value("+79165550999")
+    await expect(form.locator("#lead-phone")).to_have_value("+7 916 555-09-99")
     await expect(form.locator("#lead-name")).to_be_focused()
     await form.locator("#lead-name").fill("Nina New")
     await form.locator("#lead-company").fill("Newco")
@@ -338,6 +338,30 @@ async def test_a_ring_group_closes_the_pop_of_whoever_did_not_answer(
         no_script_errors(other)
     finally:
         await context.close()
+
+
+async def test_unknown_callers_numbers_read_as_people_write_them(page: Any, server: Server) -> None:
+    """The banner, the new lead's phone and the tabs of live calls write an unknown caller's
+    number for people, not as the PBX's E.164."""
+    await open_console(page, server, "cold8")
+    first, second = new_call_id(), new_call_id()
+    await server.call_event("ringing", first, "+79165550998", "208")
+    banner = page.get_by_test_id("call-banner")
+    await expect(banner.locator(".banner-number")).to_have_text("+7 916 555-09-98")
+    await expect(page.get_by_test_id("new-lead").locator("#lead-phone")).to_have_value(
+        "+7 916 555-09-98"
+    )
+    await server.call_event("ringing", second, "+442079460958", "208")
+    await expect(banner.locator(".banner-number")).to_have_text("+44 20 7946 0958")
+    tabs = page.locator("#live-calls .live-call")
+    await expect(tabs).to_have_count(2)
+    await expect(tabs.nth(0)).to_have_text("+7 916 555-09-98 · Ringing")
+    await expect(tabs.nth(1)).to_have_text("+44 20 7946 0958 · Ringing")
+    for call_id, number in ((first, "+79165550998"), (second, "+442079460958")):
+        await server.call_event("answered", call_id, number, "208")
+        await server.call_event("hangup", call_id, number, "208")
+    await expect(tabs.nth(0)).to_have_text(re.compile("^[+]7 916 555-09-98 · Call ended"))
+    no_script_errors(page)
 
 
 async def test_back_online_the_console_shows_what_became_of_its_calls(

@@ -59,6 +59,7 @@ async def test_one_match_pops_the_full_card(web_client, aiohttp_client, tl, olga
     pop = await next_of(ws, "screen_pop")
     assert pop["call_id"] == "c1"
     assert pop["number"] == "+79161234567"
+    assert pop["written"] == "8 916 123-45-67"  # as the card writes it
     assert pop["matches"] == []
     card = pop["client"]
     assert (card["id"], card["name"], card["tier"], card["state"]) == (
@@ -84,6 +85,7 @@ async def test_several_matches_pop_the_list_and_the_choice_links_the_call(
 
     pop = await next_of(ws, "screen_pop")
     assert pop["client"] is None
+    assert pop["written"] == "+7 916 123-45-67"
     assert [(m["id"], m["name"]) for m in pop["matches"]] == [
         (a.id, "Ivan Petrov"),
         (b.id, "Maria Petrova"),
@@ -103,8 +105,10 @@ async def test_unknown_number_pops_an_empty_card(web_client, aiohttp_client, tl,
 
     unknown = await next_of(ws, "screen_pop")
     assert (unknown["number"], unknown["client"], unknown["matches"]) == ("+442079460958", None, [])
+    assert unknown["written"] == "+44 20 7946 0958"  # as people write it, not E.164
     withheld = await next_of(ws, "screen_pop")
     assert (withheld["number"], withheld["client"], withheld["matches"]) == ("anonymous", None, [])
+    assert withheld["written"] == "anonymous"
 
 
 async def test_another_tiers_client_pops_restricted(web_client, aiohttp_client, tl, olga) -> None:
@@ -116,6 +120,7 @@ async def test_another_tiers_client_pops_restricted(web_client, aiohttp_client, 
     pop = await next_of(ws, "screen_pop")
     assert pop["client"] == {"id": buyer.id, "tier": "sales", "restricted": True}
     assert "Big Buyer" not in json.dumps(pop)
+    assert pop["written"] == "+7 916 123-45-67"  # the number rang, not how the client wrote it
 
 
 async def test_a_pop_goes_to_its_operator_only(web_client, aiohttp_client, tl, olga) -> None:

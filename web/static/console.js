@@ -100,7 +100,7 @@
       list.appendChild(el("li", { class: "q-item is-missed", dataset: { number: item.number } },
         el("button", {
           type: "button", class: "q-open", title: c ? t("Open client") : t("New lead"),
-          onclick: function () { if (c) openClient(c.id); else showNewLead({ number: item.number }, null); },
+          onclick: function () { if (c) openClient(c.id); else showNewLead(item, null); },
         },
           el("span", { class: "q-name" }, c ? label : t("Unknown caller")),
           el("span", { class: "q-company" }, c && c.company ? c.company + " · " : null,
@@ -111,7 +111,7 @@
           onclick: function () { callBack(c.id, item.number); },
         }, t("Call back")) : el("button", {
           type: "button", class: "q-call", "aria-label": t("New lead") + " " + label,
-          onclick: function () { showNewLead({ number: item.number }, null); },
+          onclick: function () { showNewLead(item, null); },
         }, t("New lead")),
         el("button", {
           type: "button", class: "q-dismiss", title: t("No call back needed"),
@@ -294,7 +294,7 @@
       field("Name", "name", { required: true, autocomplete: "off" }),
       field("Company", "company"),
       field("E-mail", "email", { type: "email" }),
-      field("Phone", "phone", { value: pop.number || "", required: true }),
+      field("Phone", "phone", { value: pop.written || pop.number || "", required: true }),
       el("button", { type: "submit", class: "primary" }, t("Create lead")));
     form.dataset.callId = callId || "";
     area.appendChild(form);
@@ -655,9 +655,10 @@
     return (phone && phone.raw) || e164 || "";
   }
 
-  /* A call's number: its pop's card, or the card it was dialled from (an outgoing call has no
-     pop of its own until the PBX's "dialing" event). */
+  /* A call's number as its pop writes it, or as the card it was dialled from does (an
+     outgoing call has no pop of its own until the PBX's "dialing" event). */
   function shownNumber(call, callId) {
+    if (call.pop && call.pop.written) return call.pop.written;
     const viewed = S.view && S.view.kind === "card" && S.view.callId === callId ? S.view.card : null;
     return asWritten((call.pop && call.pop.client) || viewed, call.number);
   }
