@@ -241,3 +241,7 @@ async def test_the_list_reads_only_the_weeks_missed_calls(tl, clock, olga) -> No
     async with tl.db.engine.connect() as conn:
         detail = await conn.run_sync(plan)
     assert "ix_calls_missed" in detail, detail
+    # From the indexes alone: no table row read for a missed call or for a later call of
+    # its number (the covering indexes of migration 0008).
+    assert "USING COVERING INDEX ix_calls_missed" in detail, detail
+    assert "USING COVERING INDEX ix_calls_number_started_at" in detail, detail
