@@ -2,9 +2,9 @@
 
 It speaks the protocol the way Asterisk 22 does on the wire: banner, ``Login`` (accepted or
 ``Authentication failed`` then the socket is closed), ``Ping``, ``Logoff``,
-``CoreShowChannels`` (from the channels live in what it replayed) and ``Originate``
-(``Originate successfully queued``, then the recorded click-to-dial traffic with the
-request's ChannelId, extension and number put in, so the events tie back to the request).
+``CoreShowChannels`` (the channels live in what it replayed: ``fake_channels.py``) and
+``Originate`` (``Originate successfully queued``, then the recorded click-to-dial traffic with
+the request's ChannelId, extension and number put in, so the events tie back to the request).
 Calls are replayed from recordings (see ``protocol.parse_recording``) on demand.
 """
 
@@ -16,9 +16,10 @@ import itertools
 import re
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from cti_adapter.asterisk.fake_channels import LiveChannels
 from cti_adapter.asterisk.protocol import (
     AmiParser,
     Message,
@@ -30,11 +31,6 @@ from cti_adapter.asterisk.protocol import (
 BANNER = "Asterisk Call Manager/11.0.0"
 ORIGINATE_RECORDING = "click2dial"
 _SESSION_EVENTS = frozenset({"FullyBooted", "SuccessfulAuth"})
-_SNAPSHOT_KEYS = (
-    "Channel", "ChannelState", "ChannelStateDesc", "CallerIDNum", "CallerIDName",
-    "ConnectedLineNum", "ConnectedLineName", "Language", "AccountCode", "Context", "Exten",
-    "Priority", "Uniqueid", "Linkedid",
-)  # fmt: skip
 
 
 @dataclass(eq=False)
@@ -45,15 +41,6 @@ class _Client:
     def send(self, fields: Mapping[str, str] | list[tuple[str, str]]) -> None:
         if not self.writer.is_closing():
             self.writer.write(encode_message(fields))
-
-
-@dataclass
-class _LiveChannel:
-    fields: dict[str, str]
-    since: float = field(default_factory=time.monotonic)
-    application: str = ""
-    data: str = ""
-    bridge: str = ""
 
 
 def _token_pattern(tokens: Mapping[str, str]) -> re.Pattern[str] | None:
@@ -80,7 +67,7 @@ class FakeAmiServer:
         self._server: asyncio.Server | None = None
         self._clients: set[_Client] = set()
         self._recordings: dict[str, list[RecordedBlock]] = {}
-        self._live: dict[str, _LiveChannel] = {}
+        self._channels = LiveChannels()
         self._tasks: set[asyncio.Task[None]] = set()
         self._ids = itertools.count(100)
         self._login_changed = asyncio.Condition()
@@ -111,7 +98,7 @@ class FakeAmiServer:
             await self._server.wait_closed()
             self._server = None
         if not keep_calls:
-            self._live.clear()
+            self._channels.clear()
 
     async def restart(self) -> None:
         await self.stop()
@@ -164,7 +151,7 @@ class FakeAmiServer:
         return self._recordings[name]
 
     def live_channels(self) -> list[dict[str, str]]:
-        return [dict(ch.fields) for ch in self._live.values()]
+        return self._channels.snapshots()
 
     async def replay(
         self,
@@ -206,7 +193,7 @@ class FakeAmiServer:
                         fields[key] = pattern.sub(lambda m: substitute[m[0]], value)
             if "Timestamp" in fields:  # Asterisk stamps events with its own clock
                 fields["Timestamp"] = f"{wall + float(fields['Timestamp']) - first_ts:.6f}"
-            self._track(fields)
+            self._channels.track(fields)
             await self._broadcast(fields)
         return len(blocks)
 
@@ -220,7 +207,7 @@ class FakeAmiServer:
         the client it measures."""
         payload = bytearray()
         for fields in events:
-            self._track(dict(fields))
+            self._channels.track(dict(fields))
             payload += encode_message(fields)
         await self._write_all(bytes(payload))
 
@@ -238,28 +225,6 @@ class FakeAmiServer:
                 client.writer.write(payload)
                 with contextlib.suppress(ConnectionError):
                     await client.writer.drain()
-
-    def _track(self, ev: Mapping[str, str]) -> None:
-        """Keep the channels a CoreShowChannels would list."""
-        name = ev.get("Event", "")
-        for prefix in ("", "Dest"):
-            uid = ev.get(prefix + "Uniqueid")
-            if not uid or not ev.get(prefix + "Linkedid") or not ev.get(prefix + "Channel"):
-                continue
-            if name == "Hangup" and not prefix:
-                self._live.pop(uid, None)
-                continue
-            snap = {k: ev.get(prefix + k, "") for k in _SNAPSHOT_KEYS}
-            live = self._live.setdefault(uid, _LiveChannel(snap))
-            live.fields = snap
-            if prefix:
-                continue
-            if name == "Newexten":
-                live.application, live.data = ev.get("Application", ""), ev.get("AppData", "")
-            elif name == "BridgeEnter":
-                live.bridge = ev.get("BridgeUniqueid", "")
-            elif name == "BridgeLeave":
-                live.bridge = ""
 
     # --- the AMI session ----------------------------------------------------------------
 
@@ -313,26 +278,14 @@ class FakeAmiServer:
             client.send([("Response", "Goodbye"), *head, ("Message", "Thanks for all the fish.")])
             client.writer.close()
         elif action == "coreshowchannels":
-            self._core_show_channels(client, head)
+            for message in self._channels.listing(head):
+                client.send(message)
         elif action == "originate":
             self._originate(client, msg, head)
         else:
             client.send([("Response", "Error"), *head, ("Message", "Invalid/unknown command: "
                          f"{msg.get('Action')}. Use Action: ListCommands to show available "
                          "commands.")])  # fmt: skip
-
-    def _core_show_channels(self, client: _Client, head: list[tuple[str, str]]) -> None:
-        client.send([("Response", "Success"), *head, ("EventList", "start"),
-                     ("Message", "Channels will follow")])  # fmt: skip
-        now = time.monotonic()
-        for live in self._live.values():
-            secs = int(now - live.since)
-            duration = f"{secs // 3600:02d}:{secs // 60 % 60:02d}:{secs % 60:02d}"
-            client.send([("Event", "CoreShowChannel"), *head, *live.fields.items(),
-                         ("Application", live.application), ("ApplicationData", live.data),
-                         ("Duration", duration), ("BridgeId", live.bridge)])  # fmt: skip
-        client.send([("Event", "CoreShowChannelsComplete"), *head, ("EventList", "Complete"),
-                     ("ListItems", str(len(self._live)))])  # fmt: skip
 
     def _originate(self, client: _Client, msg: Message, head: list[tuple[str, str]]) -> None:
         if not msg.get("Channel"):
