@@ -67,8 +67,8 @@ JS_STRINGS = (
     "Record another outcome", "Not set: {name}", "client time, {tz}: now {time}",
     "your own time: this browser does not know {tz}", "Missed call",
     "A colleague answered this call.", "missed", "No answer", "Missed calls",
-    "missed {time}", "{n} missed calls, the last {time}", "Call back",
-    "No call back needed", "Unknown caller",
+    "missed {time}", "today {time}", "yesterday {time}", "{n} missed calls, the last {time}",
+    "Call back", "No call back needed", "Unknown caller",
 )  # fmt: skip
 
 

@@ -161,6 +161,19 @@ window.Tierline = (function () {
     return d.toLocaleString(locale, options);
   }
 
+  /* A moment of the last days as people say it: "today 14:05", "yesterday 18:40", else as
+     formatTime writes it (days as the operator's own calendar counts them). */
+  function formatRecent(iso) {
+    if (!iso) return "";
+    const d = new Date(iso);
+    if (isNaN(d.getTime())) return String(iso);
+    const midnight = function (x) { return new Date(x.getFullYear(), x.getMonth(), x.getDate()); };
+    const days = Math.round((midnight(new Date()) - midnight(d)) / 86400000);
+    if (days === 0) return t("today {time}", { time: clockTime(iso) });
+    if (days === 1) return t("yesterday {time}", { time: clockTime(iso) });
+    return formatTime(iso);
+  }
+
   /* Wall-clock times in another time zone (the client's), with the browser's own Intl data. */
   function zoneOffsetMs(utcMs, tz) {
     const parts = {};
@@ -224,7 +237,7 @@ window.Tierline = (function () {
 
   return {
     t: t, tn: tn, el: el, clear: clear, api: api, ApiError: ApiError, flash: flash, tabs: tabs,
-    showError: showError, formatTime: formatTime, zonedToIso: zonedToIso, timeIn: timeIn,
+    showError: showError, formatTime: formatTime, formatRecent: formatRecent, zonedToIso: zonedToIso, timeIn: timeIn,
     clockTime: clockTime,
     csrfToken: csrfToken,
     user: pageData.user || null,

@@ -94,7 +94,7 @@
       const c = item.client;
       const number = item.written || item.number;
       const label = c ? (c.name || "#" + c.id) : number;
-      const time = T.formatTime(item.last_at);
+      const time = T.formatRecent(item.last_at);
       const when = item.times > 1 ? t("{n} missed calls, the last {time}", { n: item.times, time: time })
         : t("missed {time}", { time: time });
       list.appendChild(el("li", { class: "q-item is-missed", dataset: { number: item.number } },

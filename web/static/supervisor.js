@@ -242,7 +242,7 @@ window.TierlineSupervisor = (function () {
     items.forEach(function (item) {
       const c = item.client;
       const number = item.written || item.number;
-      const since = T.formatTime(item.first_at);
+      const since = T.formatRecent(item.first_at);
       list.appendChild(el("li", { class: "attention-item", "data-number": item.number },
         el("span", { class: "att-name" }, c ? c.name : number),
         c ? el("span", { class: "badge tier-badge tier-" + c.tier }, t(c.tier))
