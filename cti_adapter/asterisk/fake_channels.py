@@ -34,9 +34,6 @@ class LiveChannels:
     def __init__(self) -> None:
         self._live: dict[str, _LiveChannel] = {}
 
-    def __len__(self) -> int:
-        return len(self._live)
-
     def clear(self) -> None:
         self._live.clear()
 

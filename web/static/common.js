@@ -237,7 +237,8 @@ window.Tierline = (function () {
 
   return {
     t: t, tn: tn, el: el, clear: clear, api: api, ApiError: ApiError, flash: flash, tabs: tabs,
-    showError: showError, formatTime: formatTime, formatRecent: formatRecent, zonedToIso: zonedToIso, timeIn: timeIn,
+    showError: showError, formatTime: formatTime, formatRecent: formatRecent,
+    zonedToIso: zonedToIso, timeIn: timeIn,
     clockTime: clockTime,
     csrfToken: csrfToken,
     user: pageData.user || null,
