@@ -54,7 +54,7 @@ STAFF_STRINGS = (
     "escalation level {n}", "Client", "Due", "Reason", "Owner", "unowned", "now",
     "No operators.", "Norms saved.", "No hand-overs today yet.", "Updated {time}",
     "Slice", "Something went wrong", "Offline — reconnecting…", "Unknown caller",
-    "missed {time}", "today {time}", "yesterday {time}", "{n} missed calls since {time}",
+    "missed {time}", "{n} missed calls since {time}",
     # admin
     "Line", "Problems", "No problems.", "Validating…", "Unchanged since version {n}.",
     "Clients in removed states: map each to a state of the new version.",
