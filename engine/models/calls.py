@@ -24,7 +24,10 @@ class CallStatus(StrEnum):
     TAKEN_ELSEWHERE = "taken_elsewhere"
 
 
-_MISSED = "direction = 'inbound' AND status = 'ended' AND answered_at IS NULL"
+# A missed call: inbound, ended, never answered (a leg another phone took is taken_elsewhere).
+# The partial index ix_calls_missed and the missed-calls query both say it with this text:
+# SQLite uses a partial index only for a query whose own terms imply its condition.
+MISSED_CONDITION = "direction = 'inbound' AND status = 'ended' AND answered_at IS NULL"
 # What the missed-calls list reads of each missed call (engine/missed_calls.py), and the
 # condition's own columns: SQLite 3.40 reads a row to check them even when the partial index
 # implies them.
@@ -52,8 +55,8 @@ class Call(SQLModel, table=True):
         Index(
             "ix_calls_missed",
             *MISSED_INDEX_COLUMNS,
-            sqlite_where=text(_MISSED),
-            postgresql_where=text(_MISSED),
+            sqlite_where=text(MISSED_CONDITION),
+            postgresql_where=text(MISSED_CONDITION),
         ),
     )
 

@@ -229,8 +229,8 @@ async def test_a_stranger_made_a_lead_is_a_clients_missed_call(
 
 @pytest.mark.parametrize("backend", ["sqlite"])
 async def test_the_list_reads_only_the_weeks_missed_calls(tl, clock, olga) -> None:
-    """The partial index's condition is written twice (the model, the query's literals):
-    if they drift apart SQLite silently reads every call of the week instead."""
+    """The partial index and the query say their condition with one text (MISSED_CONDITION):
+    were the query to stop implying it, SQLite would silently read every call instead."""
     stmt = missed_statement(olga, clock.now())
     compiled = stmt.compile(dialect=sqlite_dialect(), compile_kwargs={"literal_binds": True})
 
